@@ -1,0 +1,260 @@
+"""Engine, session per request, the declarative Base and the tenancy guards.
+
+Tenancy (DESIGN.md, invariants 1-3):
+- every tenant-owned model mixes in ``TenantScoped``: primary key ``(tenant_id, id)``,
+  UUIDv7 ids made in Python;
+- a session is bound to one tenant with ``bind_tenant``; every ORM select, update and
+  delete is filtered to it by a ``do_orm_execute`` listener, and a query for a
+  tenant-owned entity on an unbound session raises ``TenancyError`` (fail closed);
+- ``before_flush`` stamps new rows with the bound tenant and refuses rows of another;
+- on PostgreSQL each transaction starts with ``app.tenant_id`` / ``app.user_id`` set
+  locally, which the row-level security policies read.
+"""
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import uuid
+from typing import Any
+
+import uuid6
+from flask import current_app, g
+from sqlalchemy import (
+    DateTime,
+    TypeDecorator,
+    ForeignKey,
+    MetaData,
+    Uuid,
+    create_engine,
+    event,
+    false,
+    text,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    declared_attr,
+    mapped_column,
+    sessionmaker,
+    with_loader_criteria,
+)
+
+
+def new_id() -> uuid.UUID:
+    """A new UUIDv7: time-ordered (index friendly) and not guessable."""
+    return uuid.UUID(bytes=uuid6.uuid7().bytes)
+
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+# The few tables that are not owned by one tenant. Everything else must be TenantScoped
+# (tests/test_schema.py holds the schema to this).
+GLOBAL_TABLES = frozenset({"tenants", "users", "alembic_version"})
+
+
+class TenantScoped:
+    """Mixin for every tenant-owned table: primary key (tenant_id, id)."""
+
+    # sort_order puts tenant_id first in every table and primary key (Citus wants it there)
+    @declared_attr
+    def tenant_id(cls) -> Mapped[uuid.UUID]:
+        return mapped_column(
+            Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True, sort_order=-10
+        )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=new_id, sort_order=-9)
+
+
+class TenancyError(RuntimeError):
+    """A query or write that would cross, or ignore, the tenant wall."""
+
+
+def bind_tenant(session: Session, tenant_id: uuid.UUID | None, user_id: uuid.UUID | None = None) -> None:
+    """Scope ``session`` to one tenant (and, for RLS on memberships, one user).
+
+    Takes effect at once, also inside a transaction that has already begun.
+    """
+    session.info["tenant_id"] = tenant_id
+    if user_id is not None:
+        session.info["user_id"] = user_id
+    if session.in_transaction():
+        _set_pg_settings(session, session.connection())
+
+
+def bind_user(session: Session, user_id: uuid.UUID) -> None:
+    """Name the acting user (PostgreSQL lets a user read their own memberships by it)."""
+    bind_tenant(session, session.info.get("tenant_id"), user_id)
+
+
+def bound_tenant_id(session: Session) -> uuid.UUID:
+    """The tenant the session is bound to; raises TenancyError when none is."""
+    tid = session.info.get("tenant_id")
+    if tid is None:
+        raise TenancyError("no tenant is bound to this session")
+    return tid
+
+
+def _set_pg_settings(session: Session, connection) -> None:
+    if connection.dialect.name != "postgresql":
+        return
+    tid = session.info.get("tenant_id")
+    uid = session.info.get("user_id")
+    connection.execute(
+        text("SELECT set_config('app.tenant_id', :t, true), set_config('app.user_id', :u, true)"),
+        {"t": str(tid) if tid else "", "u": str(uid) if uid else ""},
+    )
+
+
+@event.listens_for(Session, "after_begin")
+def _after_begin(session, transaction, connection):
+    _set_pg_settings(session, connection)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _scope_reads(state):
+    if not (state.is_select or state.is_update or state.is_delete):
+        return
+    if state.execution_options.get("all_tenants") or state.session.info.get("all_tenants"):
+        return
+    tid = state.session.info.get("tenant_id")
+    if tid is None:
+        if any(issubclass(m.class_, TenantScoped) for m in state.all_mappers):
+            raise TenancyError("query for tenant-owned rows without a bound tenant")
+        # Tenant tables reached only through a join see nothing: fail closed.
+        criteria = lambda cls: false()  # noqa: E731
+    else:
+        criteria = lambda cls: cls.tenant_id == tid  # noqa: E731
+    state.statement = state.statement.options(
+        with_loader_criteria(TenantScoped, criteria, include_aliases=True)
+    )
+
+
+@event.listens_for(Session, "before_flush")
+def _stamp_writes(session, flush_context, instances):
+    if session.info.get("all_tenants"):
+        return
+    tid = session.info.get("tenant_id")
+    for obj in session.new:
+        if not isinstance(obj, TenantScoped):
+            continue
+        if obj.tenant_id is None:
+            if tid is None:
+                raise TenancyError(f"new {type(obj).__name__} without a bound tenant")
+            obj.tenant_id = tid
+        elif obj.tenant_id != tid:
+            raise TenancyError(f"new {type(obj).__name__} belongs to another tenant")
+    for obj in list(session.dirty) + list(session.deleted):
+        if isinstance(obj, TenantScoped) and obj.tenant_id != tid:
+            raise TenancyError(f"{type(obj).__name__} of another tenant cannot be changed")
+
+
+# SQLite: a transaction that reads and then writes fails at once with "database is
+# locked" when another writer got in first, whatever the busy timeout. Write transactions
+# therefore start with BEGIN IMMEDIATE; plain reads (GET requests) start DEFERRED so they
+# keep WAL's concurrent readers.
+_sqlite_begin = contextvars.ContextVar("sqlite_begin", default="IMMEDIATE")
+
+
+def set_read_only_intent(read_only: bool) -> None:
+    """Tell the SQLite engine whether the coming transactions only read."""
+    _sqlite_begin.set("DEFERRED" if read_only else "IMMEDIATE")
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine; SQLite gets WAL, foreign keys, busy timeout and BEGIN IMMEDIATE."""
+    if url.startswith("sqlite"):
+        kwargs.setdefault("connect_args", {"timeout": 30})
+        engine = create_engine(url, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_connection, connection_record):
+            # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite recipe).
+            dbapi_connection.isolation_level = None
+            cur = dbapi_connection.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin_tx(conn):
+            conn.exec_driver_sql(f"BEGIN {_sqlite_begin.get()}")
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+class Database:
+    """The app's engine and its request-scoped session."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self.factory: sessionmaker | None = None
+
+    def init_app(self, app) -> None:
+        self.engine = make_engine(app.config["DATABASE_URL"])
+        self.factory = sessionmaker(bind=self.engine, expire_on_commit=False)
+        app.extensions["huitou_db"] = self
+        app.teardown_appcontext(self._close)
+
+    def new_session(self, **info: Any) -> Session:
+        """A session outside the request scope (CLI, jobs, threads); close it yourself."""
+        s = self.factory()
+        s.info.update(info)
+        return s
+
+    @staticmethod
+    def _close(exc) -> None:
+        s = g.pop("db_session", None)
+        if s is not None:
+            s.rollback()
+            s.close()
+
+
+def get_db() -> Database:
+    return current_app.extensions["huitou_db"]
+
+
+def session() -> Session:
+    """The session of the current request (or app context)."""
+    if "db_session" not in g:
+        g.db_session = get_db().new_session()
+    return g.db_session
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite forgets)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: use saas.clock.now_utc()")
+        return value.astimezone(dt.timezone.utc)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc)

@@ -1,0 +1,50 @@
+"""Form pieces shared by every domain."""
+from __future__ import annotations
+
+import zoneinfo
+from functools import lru_cache
+
+from babel.numbers import get_currency_name
+from flask_babel import get_locale
+from flask_babel import lazy_gettext as _l
+from wtforms.validators import DataRequired, Length, ValidationError
+
+COMMON_CURRENCIES = ("CNY", "HKD", "MOP", "TWD", "SGD", "MYR", "JPY", "KRW", "USD", "EUR", "GBP", "AUD", "CAD")
+
+
+def required():
+    return DataRequired(message=_l("This field is required."))
+
+
+def max_len(n: int):
+    return Length(max=n, message=_l("At most %(n)s characters.", n=n))
+
+
+def no_markup(form, field):
+    """Names are plain text: refuse angle brackets rather than store HTML."""
+    if field.data and any(c in field.data for c in "<>"):
+        raise ValidationError(_l("Use plain text: the characters < and > are not allowed."))
+
+
+def _listed_choice(form, field):
+    if field.data not in {str(c[0]) for c in field.choices or []}:
+        raise ValidationError(_l("Choose one of the listed values."))
+
+
+def listed() -> dict:
+    """SelectField options: refuse a value that is not among the choices, with our message."""
+    return {"validate_choice": False, "validators": [_listed_choice]}
+
+
+@lru_cache(maxsize=1)
+def timezones() -> tuple[str, ...]:
+    return tuple(sorted(z for z in zoneinfo.available_timezones() if "/" in z and not z.startswith(("Etc/", "SystemV/"))) + ["UTC"])
+
+
+def timezone_choices() -> list[tuple[str, str]]:
+    return [(z, z) for z in timezones()]
+
+
+def currency_choices() -> list[tuple[str, str]]:
+    locale = get_locale() or "en"
+    return [(c, f"{c} — {get_currency_name(c, locale=locale)}") for c in COMMON_CURRENCIES]

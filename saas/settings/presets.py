@@ -1,0 +1,136 @@
+"""Industry presets (``tenants/<industry>.toml``): reading and checking them, and the
+rules for the programme sections a tenant may edit afterwards."""
+from __future__ import annotations
+
+import tomllib
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from flask_babel import lazy_gettext as _l
+
+from saas.config import ROOT
+
+PRESET_DIR = ROOT / "tenants"
+PROGRAMME_SECTIONS = ("loyalty", "churn", "surveys", "targets")
+TIER_MEASURES = ("points_earned", "spend", "visits")
+EVALUATION_WINDOWS = ("rolling_12_months", "calendar_year")
+
+
+def preset_path(industry: str) -> Path:
+    return PRESET_DIR / f"{industry}.toml"
+
+
+def load_preset(industry: str) -> dict:
+    """The parsed preset of ``industry``; raises FileNotFoundError for an unknown one."""
+    with preset_path(industry).open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def _decimal(value, errors: list, what: str, minimum: Decimal | None = None) -> None:
+    try:
+        d = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        errors.append(_l("%(what)s must be a number.", what=what))
+        return
+    if not d.is_finite() or (minimum is not None and d < minimum):
+        errors.append(_l("%(what)s must be a number of at least %(min)s.", what=what, min=minimum))
+
+
+def _int(value, errors: list, what: str, minimum: int = 0) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        errors.append(_l("%(what)s must be a whole number of at least %(min)s.", what=what, min=minimum))
+
+
+def _text(entry: dict, key: str, errors: list, what: str) -> None:
+    v = entry.get(key)
+    if not isinstance(v, str) or not v.strip() or len(v) > 200:
+        errors.append(_l("%(what)s needs a text \"%(key)s\" of 1 to 200 characters.", what=what, key=key))
+
+
+def validate_section(section: str, data, department_codes: set[str]) -> list:
+    """Check one programme section; returns the list of problems (empty when valid)."""
+    errors: list = []
+    if section == "loyalty":
+        if not isinstance(data, dict):
+            return [_l("The loyalty section must be a table.")]
+        _decimal(data.get("points_per_currency_unit"), errors, _l("Points per currency unit"), Decimal(0))
+        if data.get("tier_measure") not in TIER_MEASURES:
+            errors.append(_l("Tier measure must be one of: %(values)s.", values=", ".join(TIER_MEASURES)))
+        if data.get("evaluation_window") not in EVALUATION_WINDOWS:
+            errors.append(_l("Evaluation window must be one of: %(values)s.", values=", ".join(EVALUATION_WINDOWS)))
+        _int(data.get("expiry_months"), errors, _l("Expiry months"))
+        _int(data.get("pending_days"), errors, _l("Pending days"))
+        tiers = data.get("tiers")
+        if not isinstance(tiers, list) or not tiers:
+            errors.append(_l("At least one tier is needed."))
+            return errors
+        last = -1
+        codes = set()
+        for i, tier in enumerate(tiers, 1):
+            what = _l("Tier %(n)s", n=i)
+            if not isinstance(tier, dict):
+                errors.append(_l("%(what)s must be a table.", what=what))
+                continue
+            for key in ("code", "name_zh", "name_en"):
+                _text(tier, key, errors, what)
+            if tier.get("code") in codes:
+                errors.append(_l("%(what)s repeats the code %(code)s.", what=what, code=tier.get("code")))
+            codes.add(tier.get("code"))
+            _int(tier.get("threshold"), errors, what)
+            _decimal(tier.get("multiplier", "1"), errors, what, Decimal(0))
+            t = tier.get("threshold")
+            if isinstance(t, int) and not isinstance(t, bool):
+                if t <= last:
+                    errors.append(_l("Tier thresholds must rise from one tier to the next."))
+                last = t
+    elif section == "churn":
+        if not isinstance(data, dict):
+            return [_l("The churn section must be a table.")]
+        _int(data.get("lost_after_months"), errors, _l("Months without business before a customer is lost"), 1)
+        _int(data.get("at_risk_gap_months"), errors, _l("Months of gap before a customer is at risk"), 1)
+        if not errors and data["at_risk_gap_months"] >= data["lost_after_months"]:
+            errors.append(_l("A customer must be at risk before being lost: the at-risk gap must be shorter."))
+    elif section == "surveys":
+        if not isinstance(data, list):
+            return [_l("Surveys must be a list.")]
+        for i, survey in enumerate(data, 1):
+            what = _l("Survey %(n)s", n=i)
+            if not isinstance(survey, dict):
+                errors.append(_l("%(what)s must be a table.", what=what))
+                continue
+            for key in ("code", "name_zh", "name_en"):
+                _text(survey, key, errors, what)
+            _int(survey.get("window_days"), errors, what, 1)
+            _int(survey.get("satisfied_mark"), errors, what, 1)
+            questions = survey.get("questions")
+            if not isinstance(questions, list) or not questions:
+                errors.append(_l("%(what)s needs at least one question.", what=what))
+                continue
+            for q in questions:
+                if not isinstance(q, dict):
+                    errors.append(_l("%(what)s has a question that is not a table.", what=what))
+                    continue
+                for key in ("code", "zh", "en"):
+                    _text(q, key, errors, what)
+                _int(q.get("scale"), errors, what, 2)
+    elif section == "targets":
+        if not isinstance(data, list):
+            return [_l("Targets must be a list.")]
+        for i, target in enumerate(data, 1):
+            what = _l("Target %(n)s", n=i)
+            if not isinstance(target, dict):
+                errors.append(_l("%(what)s must be a table.", what=what))
+                continue
+            if target.get("department") not in department_codes:
+                errors.append(_l("%(what)s names an unknown department.", what=what))
+            _text(target, "measure", errors, what)
+            for key in ("completion_value", "target_value"):
+                _decimal(target.get(key), errors, what, Decimal(0))
+            try:
+                if Decimal(str(target["completion_value"])) > Decimal(str(target["target_value"])):
+                    errors.append(_l("%(what)s: the completion value cannot exceed the target value.", what=what))
+            except (KeyError, InvalidOperation, ValueError):
+                pass
+    else:
+        errors.append(_l("Unknown section."))
+    return errors

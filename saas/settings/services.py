@@ -1,0 +1,259 @@
+"""Tenant settings: preset loading, editable lists, programme sections and API keys."""
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import tomllib
+import uuid
+
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from saas.auth.models import Tenant
+from saas.clock import now_utc
+from saas.db import bound_tenant_id
+from saas.errors import NotFound, ValidationFailed
+from saas.settings import presets
+from saas.settings.models import (
+    ApiKey,
+    Department,
+    Location,
+    ProgrammeSection,
+    TransactionKind,
+)
+
+LIST_MODELS = {"locations": Location, "departments": Department, "transaction-kinds": TransactionKind}
+CODE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+
+def apply_preset(s: Session, tenant: Tenant) -> None:
+    """Give the bound tenant the lists and programme sections of its industry preset."""
+    preset = presets.load_preset(tenant.industry)
+    for model, key in ((Department, "departments"), (Location, "locations"), (TransactionKind, "transaction_kinds")):
+        for pos, entry in enumerate(preset.get(key, [])):
+            obj = model(code=entry["code"], name_zh=entry["name_zh"], name_en=entry["name_en"], position=pos)
+            if model is TransactionKind:
+                obj.is_default = bool(entry.get("default", False))
+            s.add(obj)
+    for section in presets.PROGRAMME_SECTIONS:
+        if section in preset:
+            s.add(ProgrammeSection(section=section, data=preset[section]))
+    s.flush()
+
+
+# --- editable lists: locations, departments, transaction kinds ---------------------------
+
+def list_entries(s: Session, kind: str, include_inactive: bool = True) -> list:
+    model = LIST_MODELS[kind]
+    q = select(model).order_by(model.position, model.code)
+    if not include_inactive:
+        q = q.where(model.active.is_(True))
+    return list(s.scalars(q))
+
+
+def get_entry(s: Session, kind: str, entry_id: uuid.UUID):
+    """The entry of the bound tenant with this id; NotFound otherwise."""
+    model = LIST_MODELS[kind]
+    obj = s.get(model, (bound_tenant_id(s), entry_id))
+    if obj is None:
+        raise NotFound(kind)
+    return obj
+
+
+def get_entry_by_code(s: Session, kind: str, code: str):
+    model = LIST_MODELS[kind]
+    obj = s.scalar(select(model).where(model.code == code))
+    if obj is None:
+        raise NotFound(kind)
+    return obj
+
+
+def _check_entry(s: Session, kind: str, data: dict, existing=None) -> dict:
+    errors: dict[str, list] = {}
+    code = (data.get("code") or "").strip()
+    if not CODE_RE.match(code):
+        errors.setdefault("code", []).append(
+            _l("Use 1 to 40 lower-case letters, digits and hyphens, starting with a letter or digit."))
+    else:
+        model = LIST_MODELS[kind]
+        clash = s.scalar(select(model).where(model.code == code))
+        if clash is not None and clash is not existing:
+            errors.setdefault("code", []).append(_l("This code is already used."))
+    for key in ("name_zh", "name_en"):
+        v = (data.get(key) or "").strip()
+        if not v:
+            errors.setdefault(key, []).append(_l("This field is required."))
+        elif len(v) > 120:
+            errors.setdefault(key, []).append(_l("At most %(n)s characters.", n=120))
+    if kind == "locations" and len(data.get("address") or "") > 255:
+        errors.setdefault("address", []).append(_l("At most %(n)s characters.", n=255))
+    if errors:
+        raise ValidationFailed(errors)
+    clean = {"code": code, "name_zh": data["name_zh"].strip(), "name_en": data["name_en"].strip(),
+             "active": bool(data.get("active", True))}
+    if kind == "locations":
+        clean["address"] = (data.get("address") or "").strip()
+    if kind == "transaction-kinds":
+        clean["is_default"] = bool(data.get("is_default", False))
+    return clean
+
+
+def save_entry(s: Session, kind: str, data: dict, existing=None):
+    """Create or update an entry of a list; raises ValidationFailed with per-field messages.
+
+    A transaction kind made default takes the default from the previous one; the last
+    default kind can be neither deactivated nor undefaulted (every tenant has one).
+    """
+    clean = _check_entry(s, kind, data, existing)
+    model = LIST_MODELS[kind]
+    if kind == "transaction-kinds":
+        was_default = existing is not None and existing.is_default
+        if was_default and (not clean["is_default"] or not clean["active"]):
+            raise ValidationFailed.one("is_default", _l("Make another kind the default first."))
+        if clean["is_default"] and not clean["active"]:
+            raise ValidationFailed.one("active", _l("The default kind must be active."))
+    obj = existing
+    if obj is None:
+        pos = s.scalar(select(func.coalesce(func.max(model.position), -1))) + 1
+        obj = model(position=pos)
+        s.add(obj)
+    for k, v in clean.items():
+        setattr(obj, k, v)
+    s.flush()
+    if kind == "transaction-kinds" and obj.is_default:
+        s.execute(update(TransactionKind).where(TransactionKind.id != obj.id).values(is_default=False))
+        s.flush()
+    return obj
+
+
+def replace_entries(s: Session, kind: str, items: list[dict]) -> list:
+    """Make the list match ``items`` by code (the API's PUT): create or update each item,
+    deactivate entries not named (they stay for history). All or nothing."""
+    errors: dict[str, list] = {}
+    seen = set()
+    for i, item in enumerate(items):
+        code = item.get("code")
+        if code in seen:
+            errors.setdefault(f"{i}.code", []).append(_l("This code is already used."))
+        seen.add(code)
+    if errors:
+        raise ValidationFailed(errors)
+    model = LIST_MODELS[kind]
+    current = {e.code: e for e in s.scalars(select(model))}
+    with s.begin_nested():
+        for i, item in enumerate(items):
+            try:
+                save_entry(s, kind, {**item, "active": item.get("active", True)}, current.get(item.get("code")))
+            except ValidationFailed as exc:
+                for field, msgs in exc.errors.items():
+                    errors.setdefault(f"{i}.{field}", []).extend(msgs)
+        if errors:
+            raise ValidationFailed(errors)
+        for code, entry in current.items():
+            if code not in seen:
+                if getattr(entry, "is_default", False):
+                    raise ValidationFailed.one("", _l("The default transaction kind cannot be removed."))
+                entry.active = False
+        s.flush()
+    return list_entries(s, kind)
+
+
+# --- programme sections ----------------------------------------------------------------
+
+def programme_sections(s: Session) -> dict[str, dict | list]:
+    return {p.section: p.data for p in s.scalars(select(ProgrammeSection).order_by(ProgrammeSection.section))}
+
+
+def update_programme_section(s: Session, section: str, toml_text: str) -> ProgrammeSection:
+    """Replace one section from TOML text (``[loyalty]`` table or ``[[surveys]]`` list).
+
+    Raises ValidationFailed with the parse error or the rule each value breaks.
+    """
+    if section not in presets.PROGRAMME_SECTIONS:
+        raise NotFound(section)
+    try:
+        doc = tomllib.loads(toml_text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValidationFailed.one("text", _l("This is not valid TOML: %(err)s", err=str(exc)))
+    if set(doc) != {section}:
+        raise ValidationFailed.one("text", _l("The text must hold exactly the section [%(s)s].", s=section))
+    codes = {d.code for d in s.scalars(select(Department))}
+    problems = presets.validate_section(section, doc[section], codes)
+    if problems:
+        raise ValidationFailed({"text": problems})
+    row = s.scalar(select(ProgrammeSection).where(ProgrammeSection.section == section))
+    if row is None:
+        row = ProgrammeSection(section=section, data=doc[section])
+        s.add(row)
+    else:
+        row.data = doc[section]
+        row.updated_at = now_utc()
+    s.flush()
+    return row
+
+
+# --- tenant defaults -------------------------------------------------------------------
+
+def update_tenant_defaults(s: Session, tenant: Tenant, name: str, language: str, timezone: str, currency: str) -> None:
+    """Change the tenant's name, default language, time zone and currency (validated by the form)."""
+    tenant.name = name
+    tenant.language = language
+    tenant.timezone = timezone
+    tenant.currency = currency
+    s.flush()
+
+
+# --- API keys ---------------------------------------------------------------------------
+
+KEY_PREFIX = "htk"
+
+
+def _hash_key(secret: str) -> str:
+    # The secret has 256 bits of entropy, so a plain SHA-256 is enough (no stretching).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_api_key(s: Session, name: str, created_by_id: uuid.UUID | None) -> tuple[ApiKey, str]:
+    """Create a key; returns the row and the full key, which is shown once and never stored."""
+    name = (name or "").strip()
+    if not name or len(name) > 80:
+        raise ValidationFailed.one("name", _l("Give the key a name of 1 to 80 characters."))
+    tid = bound_tenant_id(s)
+    secret = secrets.token_urlsafe(32)
+    full = f"{KEY_PREFIX}_{tid.hex}_{secret}"
+    key = ApiKey(name=name, prefix=secret[:6], key_hash=_hash_key(full), created_by_id=created_by_id)
+    s.add(key)
+    s.flush()
+    return key, full
+
+
+def tenant_of_key(full_key: str) -> uuid.UUID | None:
+    """The tenant a presented key claims (checked by ``verify_api_key`` afterwards)."""
+    parts = full_key.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_PREFIX:
+        return None
+    try:
+        return uuid.UUID(hex=parts[1])
+    except ValueError:
+        return None
+
+
+def verify_api_key(s: Session, full_key: str) -> ApiKey | None:
+    """The active key of the bound tenant matching ``full_key``, or None."""
+    return s.scalar(select(ApiKey).where(ApiKey.key_hash == _hash_key(full_key), ApiKey.revoked_at.is_(None)))
+
+
+def list_api_keys(s: Session) -> list[ApiKey]:
+    return list(s.scalars(select(ApiKey).order_by(ApiKey.created_at.desc())))
+
+
+def revoke_api_key(s: Session, key_id: uuid.UUID) -> ApiKey:
+    key = s.get(ApiKey, (bound_tenant_id(s), key_id))
+    if key is None:
+        raise NotFound("api key")
+    if key.revoked_at is None:
+        key.revoked_at = now_utc()
+    s.flush()
+    return key

@@ -1,0 +1,228 @@
+"""Request lifecycle shared by every blueprint: who is acting for which tenant, the
+access rule of each endpoint (deny by default), one transaction per request, and the
+error pages."""
+from __future__ import annotations
+
+import logging
+import uuid
+
+from flask import (
+    Flask,
+    abort,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    session as flask_session,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError
+
+from saas import db
+from saas.auth.models import Role, Tenant
+from saas.errors import NotFound, ValidationFailed
+
+log = logging.getLogger("huitou")
+
+# Access levels an endpoint can declare with @access(...).
+PUBLIC = "public"          # anyone, logged in or not
+LOGIN = "login"            # a logged-in user, before a tenant is chosen
+API = "api"                # a tenant API key (checked by the API blueprint)
+
+
+def access(level: str | Role):
+    """Declare who may call a view: PUBLIC, LOGIN, API, or a Role (that role or higher
+    in the current tenant). A view without a declaration answers 403 to everyone."""
+    level = level.value if isinstance(level, Role) else level
+
+    def deco(view):
+        view.huitou_access = level
+        return view
+
+    return deco
+
+
+def access_level(app: Flask, endpoint: str) -> str | None:
+    view = app.view_functions.get(endpoint)
+    return getattr(view, "huitou_access", None)
+
+
+def current_tenant() -> Tenant | None:
+    return g.get("tenant")
+
+
+def current_membership():
+    return g.get("membership")
+
+
+def has_role(role: str | Role) -> bool:
+    m = g.get("membership")
+    if m is None:
+        return False
+    role = Role(role.value if isinstance(role, Role) else role)
+    return m.role_enum.rank >= role.rank
+
+
+def _load_tenant() -> None:
+    """Bind the request's session to the tenant the logged-in user chose, if the user
+    still has an active membership there."""
+    from saas.auth import services as auth_services
+
+    if not current_user.is_authenticated:
+        return
+    s = db.session()
+    db.bind_user(s, current_user.id)
+    raw = flask_session.get("tenant_id")
+    if raw:
+        try:
+            tid = uuid.UUID(raw)
+        except ValueError:
+            tid = None
+        m = auth_services.membership_for(s, current_user.id, tid) if tid else None
+        if m is None:
+            flask_session.pop("tenant_id", None)
+            return
+        db.bind_tenant(s, tid, current_user.id)
+        g.membership = m
+        g.tenant = s.get(Tenant, tid)
+
+
+def _before_request():
+    db.set_read_only_intent(request.method in ("GET", "HEAD", "OPTIONS"))
+    if request.endpoint is None:
+        return None  # routing failed: the 404/405 handlers answer
+    level = access_level(current_app, request.endpoint)
+    if request.endpoint == "static":
+        return None
+    if level is None:
+        abort(403)
+    if level in (PUBLIC, API):
+        _load_tenant()
+        return None
+    if not current_user.is_authenticated:
+        if request.headers.get("HX-Request"):
+            resp = current_app.response_class(status=401)
+            resp.headers["HX-Redirect"] = url_for("auth.login")
+            return resp
+        return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
+    _load_tenant()
+    if level == LOGIN:
+        return None
+    if g.get("membership") is None:
+        return redirect(url_for("auth.choose_tenant"))
+    if not has_role(level):
+        abort(403)
+    return None
+
+
+def _after_request(response):
+    s = g.get("db_session")
+    if s is not None:
+        if response.status_code < 400:
+            s.commit()
+        else:
+            s.rollback()
+    response.headers.setdefault("Vary", "HX-Request")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def json_error(status: int, code: str, message: str, details=None):
+    body = {"error": {"code": code, "message": message}}
+    if details:
+        body["error"]["details"] = details
+    return body, status
+
+
+def register_lifecycle(app: Flask) -> None:
+    app.before_request(_before_request)
+    app.after_request(_after_request)
+
+    @app.errorhandler(NotFound)
+    def _not_found_domain(exc):
+        return _render_error(404)
+
+    @app.errorhandler(404)
+    def _not_found(exc):
+        return _render_error(404)
+
+    @app.errorhandler(403)
+    def _forbidden(exc):
+        return _render_error(403)
+
+    @app.errorhandler(405)
+    def _method(exc):
+        return _render_error(405)
+
+    @app.errorhandler(413)
+    def _too_large(exc):
+        return _render_error(413)
+
+    @app.errorhandler(CSRFError)
+    def _csrf(exc):
+        return _render_error(400, _("The form expired or did not come from this site. Reload the page and try again."))
+
+    @app.errorhandler(400)
+    def _bad_request(exc):
+        return _render_error(400)
+
+    @app.errorhandler(429)
+    def _rate_limited(exc):
+        if request.endpoint == "auth.login":
+            from saas.auth.forms import LoginForm
+
+            return render_template("auth/login.html", form=LoginForm(), rate_limited=True), 429
+        return _render_error(429)
+
+    @app.errorhandler(ValidationFailed)
+    def _validation(exc):
+        if wants_json():
+            details = {k: [str(m) for m in v] for k, v in exc.errors.items()}
+            return json_error(422, "validation_failed", _("The request has invalid values."), details)
+        return _render_error(422, "; ".join(str(m) for v in exc.errors.values() for m in v))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc):
+        from werkzeug.exceptions import HTTPException
+
+        if isinstance(exc, HTTPException):
+            return _render_error(exc.code or 500)
+        ref = uuid.uuid4().hex[:12]
+        log.exception("unhandled error, reference %s", ref)
+        s = g.get("db_session")
+        if s is not None:
+            s.rollback()
+        return _render_error(500, reference=ref)
+
+
+ERROR_TEXTS = {
+    400: ("bad_request", _l("The request could not be understood.")),
+    403: ("forbidden", _l("Your role does not allow this.")),
+    404: ("not_found", _l("There is nothing here.")),
+    405: ("method_not_allowed", _l("This address does not accept that kind of request.")),
+    413: ("too_large", _l("The upload is too large.")),
+    422: ("validation_failed", _l("The request has invalid values.")),
+    429: ("rate_limited", _l("Too many attempts. Wait a while and try again.")),
+    500: ("internal_error", _l("Something went wrong on our side.")),
+}
+
+
+def _render_error(status: int, message: str | None = None, reference: str | None = None):
+    code, default = ERROR_TEXTS.get(status, ("error", _l("Something went wrong.")))
+    text = str(message or default)
+    if wants_json():
+        body, st = json_error(status, code, text)
+        if reference:
+            body["error"]["reference"] = reference
+        return body, st
+    return render_template("errors/error.html", status=status, message=text, reference=reference), status

@@ -1,0 +1,162 @@
+"""Fixtures: every database test runs on SQLite and on a real PostgreSQL server."""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from saas import create_app
+from saas.db import Base, bind_tenant
+from saas.extensions import limiter
+from saas.migrate import upgrade
+from tests import pg
+
+PASSWORD = "correct horse battery"
+DB_KINDS = ["sqlite", "postgresql"]
+if os.environ.get("HUITOU_TEST_DBS"):
+    DB_KINDS = os.environ["HUITOU_TEST_DBS"].split(",")
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    server = pg.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", params=DB_KINDS)
+def app(request, tmp_path_factory):
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("sqlite") / "test.db"
+        cfg = {"DATABASE_URL": f"sqlite:///{path}"}
+        owner_url = cfg["DATABASE_URL"]
+    else:
+        server = request.getfixturevalue("pg_server")
+        cfg = {"DATABASE_URL": server.app_url, "MIGRATION_DATABASE_URL": server.owner_url,
+               "DATABASE_APP_ROLE": "huitou_app"}
+        owner_url = server.owner_url
+    cfg.update(TESTING=True, WTF_CSRF_ENABLED=False, SECRET_KEY="test-secret", SERVER_NAME="localhost",
+               LOGIN_FAILURES_PER_ACCOUNT="5 per hour", LOGIN_FAILURES_PER_IP="1000 per hour")
+    application = create_app(cfg)
+    upgrade(application.config)
+    application.config["OWNER_URL"] = owner_url
+    application.config["DB_KIND"] = request.param
+    yield application
+    application.extensions["huitou_db"].engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def owner_engine(app):
+    engine = create_engine(app.config["OWNER_URL"].replace("postgresql://", "postgresql+psycopg://"))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _clean(request):
+    """Empty every table after each test that used the app, and reset rate limits."""
+    if "app" not in request.fixturenames:
+        yield
+        return
+    app = request.getfixturevalue("app")
+    engine = request.getfixturevalue("owner_engine")
+    yield
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("TRUNCATE tenants, users CASCADE"))
+        else:
+            for table in reversed(Base.metadata.sorted_tables):
+                conn.execute(table.delete())
+    app.extensions.pop("outbox", None)
+    with app.app_context():
+        limiter.reset()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+_seq = itertools.count(1)
+
+
+@pytest.fixture
+def make_tenant(app):
+    """make_tenant(industry="hotel", **overrides) -> (tenant, owner user), committed."""
+    from saas.auth import services as auth_services
+
+    def factory(industry: str = "hotel", name: str | None = None, email: str | None = None,
+                language: str = "en", password: str = PASSWORD):
+        n = next(_seq)
+        s = app.extensions["huitou_db"].new_session()
+        try:
+            tenant, user = auth_services.create_tenant(
+                s, name=name or f"Tenant {n}", industry=industry, owner_name=f"Owner {n}",
+                owner_email=email or f"owner{n}@example.com", password=password, language=language)
+            user.language = language
+            s.commit()
+            return tenant, user
+        finally:
+            s.close()
+
+    return factory
+
+
+@pytest.fixture
+def add_member(app):
+    """add_member(tenant, role) -> user, a committed active member with PASSWORD."""
+    from saas.auth import services as auth_services
+    from saas.auth.models import Membership, User
+
+    def factory(tenant, role: str, email: str | None = None, language: str = "en"):
+        n = next(_seq)
+        s = app.extensions["huitou_db"].new_session()
+        try:
+            bind_tenant(s, tenant.id)
+            user = auth_services.find_user(s, email) if email else None
+            if user is None:
+                user = User(email=email or f"{role}{n}@example.com", name=f"{role.title()} {n}",
+                            password_hash=auth_services.hash_password(PASSWORD),
+                            session_token=auth_services.new_session_token(), language=language)
+                s.add(user)
+                s.flush()
+            s.add(Membership(user_id=user.id, role=role))
+            s.commit()
+            return user
+        finally:
+            s.close()
+
+    return factory
+
+
+def login(client, email: str, password: str = PASSWORD, remember: bool = False):
+    data = {"email": email, "password": password}
+    if remember:
+        data["remember"] = "y"
+    return client.post("/login", data=data)
+
+
+@pytest.fixture
+def tenant_session(app):
+    """tenant_session(tenant) -> a session bound to that tenant (closed after the test)."""
+    sessions = []
+
+    def factory(tenant):
+        s = app.extensions["huitou_db"].new_session()
+        bind_tenant(s, tenant.id)
+        sessions.append(s)
+        return s
+
+    yield factory
+    for s in sessions:
+        s.rollback()
+        s.close()
+
+
+def csrf_from(html: str) -> str:
+    m = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', html) or re.search(r'value="([^"]+)"[^>]*name="csrf_token"', html)
+    assert m, "no csrf token in page"
+    return m.group(1)
