@@ -12,13 +12,12 @@ Tenancy (DESIGN.md, invariants 1-3):
 """
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
 import uuid
 from typing import Any
 
 import uuid6
-from flask import current_app, g
+from flask import current_app, g, has_request_context, request
 from sqlalchemy import (
     DateTime,
     TypeDecorator,
@@ -163,14 +162,9 @@ def _stamp_writes(session, flush_context, instances):
 
 # SQLite: a transaction that reads and then writes fails at once with "database is
 # locked" when another writer got in first, whatever the busy timeout. Write transactions
-# therefore start with BEGIN IMMEDIATE; plain reads (GET requests) start DEFERRED so they
-# keep WAL's concurrent readers.
-_sqlite_begin = contextvars.ContextVar("sqlite_begin", default="IMMEDIATE")
-
-
-def set_read_only_intent(read_only: bool) -> None:
-    """Tell the SQLite engine whether the coming transactions only read."""
-    _sqlite_begin.set("DEFERRED" if read_only else "IMMEDIATE")
+# therefore start with BEGIN IMMEDIATE; sessions made read-only (GET requests) start
+# DEFERRED so they keep WAL's concurrent readers and never block a writer.
+SQLITE_BEGIN = "sqlite_begin"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -192,7 +186,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin_tx(conn):
-            conn.exec_driver_sql(f"BEGIN {_sqlite_begin.get()}")
+            mode = conn.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
     if url.startswith("postgresql://"):
@@ -211,12 +206,18 @@ class Database:
     def init_app(self, app) -> None:
         self.engine = make_engine(app.config["DATABASE_URL"])
         self.factory = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self.read_factory = sessionmaker(bind=self.engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"}),
+                                         expire_on_commit=False)
         app.extensions["huitou_db"] = self
         app.teardown_appcontext(self._close)
 
-    def new_session(self, **info: Any) -> Session:
-        """A session outside the request scope (CLI, jobs, threads); close it yourself."""
-        s = self.factory()
+    def new_session(self, read_only: bool = False, **info: Any) -> Session:
+        """A session outside the request scope (CLI, jobs, threads); close it yourself.
+
+        ``read_only`` only chooses how SQLite begins (DEFERRED): such a session may still
+        write when nothing else writes at the same time.
+        """
+        s = (self.read_factory if read_only else self.factory)()
         s.info.update(info)
         return s
 
@@ -235,7 +236,8 @@ def get_db() -> Database:
 def session() -> Session:
     """The session of the current request (or app context)."""
     if "db_session" not in g:
-        g.db_session = get_db().new_session()
+        g.db_session = get_db().new_session(read_only=request.method in ("GET", "HEAD", "OPTIONS")
+                                            if has_request_context() else False)
     return g.db_session
 
 

@@ -31,11 +31,17 @@ def datetime(value: dt.datetime | None, fmt: str = "medium") -> str:
     return format_datetime(value, fmt) if value else ""
 
 
+def locale_code() -> str:
+    """The user's language as one of our codes: "zh_CN" or "en" (Babel may add a script)."""
+    locale = get_locale()
+    return "zh_CN" if locale is not None and locale.language == "zh" else "en"
+
+
 def localized(entry) -> str:
     """The name of a coded entry (location, department, kind, tier) in the user's language."""
     if entry is None:
         return ""
-    return entry.name_for(str(get_locale()))
+    return entry.name_for(locale_code())
 
 
 def register(app: Flask) -> None:
@@ -45,5 +51,5 @@ def register(app: Flask) -> None:
     app.jinja_env.globals.update(
         has_role=web.has_role, Role=Role, LANGUAGES=LANGUAGES,
         current_tenant=web.current_tenant, current_membership=web.current_membership,
-        get_locale=get_locale,
+        get_locale=get_locale, locale_code=locale_code,
     )

@@ -77,6 +77,11 @@ def _load_tenant() -> None:
     s = db.session()
     db.bind_user(s, current_user.id)
     raw = flask_session.get("tenant_id")
+    if not raw:
+        # e.g. a session restored from a remember cookie: one business needs no choice
+        memberships = auth_services.active_memberships(s, current_user.id)
+        if len(memberships) == 1:
+            raw = flask_session["tenant_id"] = str(memberships[0][0].tenant_id)
     if raw:
         try:
             tid = uuid.UUID(raw)
@@ -92,7 +97,6 @@ def _load_tenant() -> None:
 
 
 def _before_request():
-    db.set_read_only_intent(request.method in ("GET", "HEAD", "OPTIONS"))
     if request.endpoint is None:
         return None  # routing failed: the 404/405 handlers answer
     level = access_level(current_app, request.endpoint)

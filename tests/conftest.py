@@ -9,12 +9,16 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from saas import create_app
+from saas.auth import services as auth_services
 from saas.db import Base, bind_tenant
 from saas.extensions import limiter
 from saas.migrate import upgrade
 from tests import pg
 
 PASSWORD = "correct horse battery"
+
+# Password hashing is deliberately slow; the tests check logic, not the hash strength.
+auth_services.HASH_METHOD = "pbkdf2:sha256:1000"
 DB_KINDS = ["sqlite", "postgresql"]
 if os.environ.get("HUITOU_TEST_DBS"):
     DB_KINDS = os.environ["HUITOU_TEST_DBS"].split(",")
@@ -32,17 +36,19 @@ def app(request, tmp_path_factory):
     if request.param == "sqlite":
         path = tmp_path_factory.mktemp("sqlite") / "test.db"
         cfg = {"DATABASE_URL": f"sqlite:///{path}"}
-        owner_url = cfg["DATABASE_URL"]
+        owner_url = inspect_url = cfg["DATABASE_URL"]
     else:
         server = request.getfixturevalue("pg_server")
         cfg = {"DATABASE_URL": server.app_url, "MIGRATION_DATABASE_URL": server.owner_url,
                "DATABASE_APP_ROLE": "huitou_app"}
         owner_url = server.owner_url
+        inspect_url = server.superuser_url  # sees through row-level security
     cfg.update(TESTING=True, WTF_CSRF_ENABLED=False, SECRET_KEY="test-secret", SERVER_NAME="localhost",
                LOGIN_FAILURES_PER_ACCOUNT="5 per hour", LOGIN_FAILURES_PER_IP="1000 per hour")
     application = create_app(cfg)
     upgrade(application.config)
     application.config["OWNER_URL"] = owner_url
+    application.config["INSPECT_URL"] = inspect_url
     application.config["DB_KIND"] = request.param
     yield application
     application.extensions["huitou_db"].engine.dispose()
@@ -145,7 +151,7 @@ def tenant_session(app):
     sessions = []
 
     def factory(tenant):
-        s = app.extensions["huitou_db"].new_session()
+        s = app.extensions["huitou_db"].new_session(read_only=True)
         bind_tenant(s, tenant.id)
         sessions.append(s)
         return s

@@ -43,6 +43,10 @@ class PgServer:
         return f"postgresql+psycopg://huitou_owner@127.0.0.1:{self.port}/huitou"
 
     @property
+    def superuser_url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/huitou"
+
+    @property
     def app_url(self) -> str:
         return f"postgresql+psycopg://huitou_app@127.0.0.1:{self.port}/huitou"
 

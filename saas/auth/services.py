@@ -45,8 +45,12 @@ def password_problems(password: str, email: str = "") -> list:
     return problems
 
 
+# werkzeug's default (scrypt). The test suite swaps in a cheap method to save time.
+HASH_METHOD = "scrypt"
+
+
 def hash_password(password: str) -> str:
-    return generate_password_hash(password)
+    return generate_password_hash(password, method=HASH_METHOD)
 
 
 def new_session_token() -> str:

@@ -15,7 +15,6 @@ from flask import (
     session as flask_session,
     url_for,
 )
-from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_login import current_user, login_user, logout_user
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -36,6 +35,7 @@ from saas.auth.forms import (
 from saas.auth.models import Role, User
 from saas.errors import ValidationFailed
 from saas.extensions import limiter, login_manager
+from saas.formatting import locale_code
 from saas.mail import send_mail
 from saas.web import LOGIN, PUBLIC, access
 
@@ -87,7 +87,7 @@ def _safe_next(target: str | None) -> str | None:
 def signup():
     form = SignupForm()
     if request.method == "GET":
-        form.language.data = str(get_locale())
+        form.language.data = locale_code()
     if form.validate_on_submit():
         s = db.session()
         try:
