@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, g, request, session as flask_session
+from flask import Flask, g, has_request_context, request, session as flask_session
 from flask_babel import lazy_gettext as _l
 
 from saas.config import load_config
@@ -16,6 +16,15 @@ def select_locale() -> str:
     """The user's own choice, else the tenant's language, else the browser's."""
     from flask_login import current_user
 
+    if not has_request_context():
+        return "en"  # CLI and jobs speak English
+    if request.path.startswith("/api/"):
+        # API clients ask with Accept-Language, else get the tenant's language.
+        best = request.accept_languages.best_match(["zh-CN", "zh", "en"])
+        if best:
+            return "en" if best == "en" else "zh_CN"
+        tenant = g.get("tenant")
+        return tenant.language if tenant is not None else "en"
     if current_user.is_authenticated and current_user.language in LANGUAGES:
         return current_user.language
     if flask_session.get("lang") in LANGUAGES:
