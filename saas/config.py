@@ -41,6 +41,8 @@ def load_config(overrides: dict | None = None) -> dict:
         "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI", "memory://"),
         "RATELIMIT_HEADERS_ENABLED": False,
         "LOGIN_FAILURES_PER_ACCOUNT": env.get("LOGIN_FAILURES_PER_ACCOUNT", "100 per hour"),
+        # One budget per API key across the whole API; empty turns it off.
+        "API_RATE_LIMIT": env.get("API_RATE_LIMIT", "600 per minute"),
         "LOGIN_FAILURES_PER_IP": env.get("LOGIN_FAILURES_PER_IP", "300 per hour"),
         "MAIL_SERVER": env.get("MAIL_SERVER"),
         "MAIL_PORT": int(env.get("MAIL_PORT", "587")),

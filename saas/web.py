@@ -104,7 +104,9 @@ def _before_request():
         return None
     if level is None:
         abort(403)
-    if level in (PUBLIC, API):
+    if level == API:
+        return None  # the API blueprint authenticates by key; browser cookies play no part
+    if level == PUBLIC:
         _load_tenant()
         return None
     if not current_user.is_authenticated:
@@ -166,7 +168,8 @@ def register_lifecycle(app: Flask) -> None:
 
     @app.errorhandler(405)
     def _method(exc):
-        return _render_error(405)
+        body, status = _render_error(405)
+        return body, status, {"Allow": ", ".join(sorted(exc.valid_methods or []))}
 
     @app.errorhandler(413)
     def _too_large(exc):
@@ -211,10 +214,12 @@ def register_lifecycle(app: Flask) -> None:
 
 ERROR_TEXTS = {
     400: ("bad_request", _l("The request could not be understood.")),
+    401: ("unauthorized", _l("Log in or send valid credentials.")),
     403: ("forbidden", _l("Your role does not allow this.")),
     404: ("not_found", _l("There is nothing here.")),
     405: ("method_not_allowed", _l("This address does not accept that kind of request.")),
     413: ("too_large", _l("The upload is too large.")),
+    415: ("unsupported_media_type", _l("Send the body as JSON (Content-Type: application/json).")),
     422: ("validation_failed", _l("The request has invalid values.")),
     429: ("rate_limited", _l("Too many attempts. Wait a while and try again.")),
     500: ("internal_error", _l("Something went wrong on our side.")),
