@@ -228,16 +228,14 @@ def test_owner_cannot_deactivate_the_last_owner(client, make_tenant, tenant_sess
     assert "You cannot deactivate yourself." in r.text
 
 
-def test_invitation_revoked_or_bad_role(app, client, make_tenant):
-    _tenant, owner = make_tenant()
+def test_invitation_revoked_or_bad_role(app, client, make_tenant, tenant_session):
+    tenant, owner = make_tenant()
     login(client, owner.email)
     r = client.post("/settings/staff", data={"email": "x@example.com", "role": "emperor"})
     assert r.status_code == 422 and "Choose one of the listed values." in r.text
     client.post("/settings/staff", data={"email": "x@example.com", "role": "manager"})
     path = _link(app, r"http://localhost/invite/\S+").replace("http://localhost", "")
-    s = app.extensions["huitou_db"].new_session(all_tenants=True)
-    inv_id = s.scalar(select(Invitation.id))
-    s.close()
+    inv_id = tenant_session(tenant).scalar(select(Invitation.id))
     assert client.post(f"/settings/invitations/{inv_id}/revoke").status_code == 303
     assert app.test_client().get(path).status_code == 404
 
