@@ -34,7 +34,7 @@ system-deps-test:
 	bash scripts/system-deps.sh test
 
 translations: $(PY)
-	$(VENV)/bin/pybabel compile -q -f -d saas/translations
+	$(VENV)/bin/pybabel compile -f -d saas/translations
 
 ## make run: install, migrate, load the demo tenants, serve on http://127.0.0.1:5000
 run: system-deps install translations

@@ -30,6 +30,7 @@ def load_config(overrides: dict | None = None) -> dict:
         "DATABASE_APP_ROLE": env.get("DATABASE_APP_ROLE"),
         "BABEL_DEFAULT_LOCALE": "zh_CN",
         "BABEL_DEFAULT_TIMEZONE": "UTC",
+        # The catalog folder is "zh": Babel names the locale zh_Hans_CN and falls back to "zh".
         "BABEL_TRANSLATION_DIRECTORIES": str(Path(__file__).parent / "translations"),
         "WTF_CSRF_TIME_LIMIT": None,
         "SESSION_COOKIE_HTTPONLY": True,

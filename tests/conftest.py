@@ -6,6 +6,7 @@ import os
 import re
 
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 
 from saas import create_app
@@ -24,11 +25,40 @@ if os.environ.get("HUITOU_TEST_DBS"):
     DB_KINDS = os.environ["HUITOU_TEST_DBS"].split(",")
 
 
+def pytest_configure(config):
+    """Compile the translation catalogs when a .po is newer than its .mo (so a bare pytest
+    run shows the current Chinese); written to a temp file and renamed, for xdist."""
+    from pathlib import Path
+
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po
+
+    for po in Path(__file__).resolve().parent.parent.glob("saas/translations/*/LC_MESSAGES/messages.po"):
+        mo = po.with_suffix(".mo")
+        if mo.exists() and mo.stat().st_mtime >= po.stat().st_mtime:
+            continue
+        with po.open("rb") as fh:
+            catalog = read_po(fh)
+        tmp = mo.with_suffix(f".mo.{os.getpid()}")
+        with tmp.open("wb") as fh:
+            write_mo(fh, catalog)
+        os.replace(tmp, mo)
+
+
 @pytest.fixture(scope="session")
 def pg_server():
     server = pg.start()
     yield server
     server.stop()
+
+
+class EnglishClient(FlaskClient):
+    """A test client whose browser asks for English unless a test says otherwise (the
+    product's default for a browser that states no preference is Chinese)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.environ_base.setdefault("HTTP_ACCEPT_LANGUAGE", "en")
 
 
 @pytest.fixture(scope="session", params=DB_KINDS)
@@ -46,6 +76,7 @@ def app(request, tmp_path_factory):
     cfg.update(TESTING=True, WTF_CSRF_ENABLED=False, SECRET_KEY="test-secret", SERVER_NAME="localhost",
                LOGIN_FAILURES_PER_ACCOUNT="5 per hour", LOGIN_FAILURES_PER_IP="1000 per hour")
     application = create_app(cfg)
+    application.test_client_class = EnglishClient
     upgrade(application.config)
     application.config["OWNER_URL"] = owner_url
     application.config["INSPECT_URL"] = inspect_url
