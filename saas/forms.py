@@ -26,6 +26,21 @@ def no_markup(form, field):
         raise ValidationError(_l("Use plain text: the characters < and > are not allowed."))
 
 
+def add_errors(form, field: str, messages: list) -> None:
+    """Show messages under a form field, or above the form when no field has that name."""
+    target = form[field] if field and field in form else None
+    if target is not None:
+        target.errors = list(target.errors) + list(messages)
+    else:
+        form.form_errors.extend(messages)
+
+
+def apply_errors(form, exc) -> None:
+    """Show a service's ValidationFailed next to the form's fields (or above the form)."""
+    for field, messages in exc.errors.items():
+        add_errors(form, field, [str(m) for m in messages])
+
+
 def _listed_choice(form, field):
     if field.data not in {str(c[0]) for c in field.choices or []}:
         raise ValidationError(_l("Choose one of the listed values."))

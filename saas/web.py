@@ -21,6 +21,7 @@ from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import IntegrityError
 
 from saas import db
 from saas.auth.models import Role, Tenant
@@ -191,6 +192,16 @@ def register_lifecycle(app: Flask) -> None:
             return render_template("auth/login.html", form=LoginForm(), rate_limited=True), 429
         return _render_error(429)
 
+    @app.errorhandler(IntegrityError)
+    def _conflict(exc):
+        # Two requests saved the same unique value at the same moment; the checks in the
+        # services passed for both, the database refused the second.
+        s = g.get("db_session")
+        if s is not None:
+            s.rollback()
+        log.warning("integrity error answered with 409: %s", exc.orig)
+        return _render_error(409)
+
     @app.errorhandler(ValidationFailed)
     def _validation(exc):
         if wants_json():
@@ -218,6 +229,7 @@ ERROR_TEXTS = {
     403: ("forbidden", _l("Your role does not allow this.")),
     404: ("not_found", _l("There is nothing here.")),
     405: ("method_not_allowed", _l("This address does not accept that kind of request.")),
+    409: ("conflict", _l("Someone else saved the same thing at the same moment. Reload the page and try again.")),
     413: ("too_large", _l("The upload is too large.")),
     415: ("unsupported_media_type", _l("Send the body as JSON (Content-Type: application/json).")),
     422: ("validation_failed", _l("The request has invalid values.")),

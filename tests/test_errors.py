@@ -55,3 +55,18 @@ def test_api_errors_are_json(client):
     assert r.json["error"]["code"]
     r = client.get("/api/v1/nothing-here")
     assert r.status_code == 404 and r.json["error"]["code"] == "not_found"
+
+
+def test_a_unique_clash_at_the_same_moment_is_a_409_not_a_500(app, client, make_tenant, monkeypatch):
+    from sqlalchemy.exc import IntegrityError
+
+    _t, owner = make_tenant()
+    login(client, owner.email)
+
+    def clash(*a, **kw):
+        raise IntegrityError("INSERT ...", {}, Exception("duplicate key value"))
+
+    monkeypatch.setattr(settings_services, "save_entry", clash)
+    r = client.post("/settings/departments", data={"code": "spa", "name_zh": "水疗", "name_en": "Spa"})
+    assert r.status_code == 409
+    assert "Someone else saved the same thing at the same moment" in r.text

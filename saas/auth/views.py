@@ -36,6 +36,7 @@ from saas.auth.models import Role, User
 from saas.errors import ValidationFailed
 from saas.extensions import limiter, login_manager
 from saas.formatting import locale_code
+from saas.forms import apply_errors
 from saas.mail import send_mail
 from saas.web import LOGIN, PUBLIC, access
 
@@ -49,16 +50,6 @@ def _load_user(token: str) -> User | None:
 
 def _serializer(salt: str) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=salt)
-
-
-def _apply_errors(form, exc: ValidationFailed) -> None:
-    """Show service-level errors next to the form's fields (or above the form)."""
-    for field, messages in exc.errors.items():
-        target = getattr(form, field, None)
-        if target is not None and hasattr(target, "errors"):
-            target.errors = list(target.errors) + [str(m) for m in messages]
-        else:
-            form.form_errors.extend(str(m) for m in messages)
 
 
 def _start_session(user: User, remember: bool, tenant_id: uuid.UUID | None = None) -> None:
@@ -98,7 +89,7 @@ def signup():
                 timezone=form.timezone.data, currency=form.currency.data)
         except ValidationFailed as exc:
             s.rollback()
-            _apply_errors(form, exc)
+            apply_errors(form, exc)
         else:
             if user.language is None:
                 user.language = form.language.data
@@ -224,7 +215,7 @@ def reset_password(token: str):
         try:
             services.set_password(db.session(), user, form.password.data)
         except ValidationFailed as exc:
-            _apply_errors(form, exc)
+            apply_errors(form, exc)
         else:
             if current_user.is_authenticated:
                 logout_user()
@@ -244,7 +235,7 @@ def account():
         try:
             services.change_password(db.session(), user, form.current_password.data, form.new_password.data)
         except ValidationFailed as exc:
-            _apply_errors(form, exc)
+            apply_errors(form, exc)
         else:
             # Every older session is now invalid; keep this one by logging in afresh.
             _start_session(user, remember=False, tenant_id=g.tenant.id if g.get("tenant") else None)
@@ -287,7 +278,7 @@ def staff():
             inv = services.create_invitation(s, form.email.data, form.role.data, current_user,
                                              current_app.config["INVITATION_MAX_AGE_DAYS"])
         except ValidationFailed as exc:
-            _apply_errors(form, exc)
+            apply_errors(form, exc)
         else:
             new_link = _invitation_link(inv)
             send_mail(inv.email, _("You are invited to %(name)s on Huitou", name=g.tenant.name),
@@ -367,7 +358,7 @@ def accept_invitation(token: str):
         try:
             user = services.accept_invitation(s, inv, form.name.data, form.password.data)
         except ValidationFailed as exc:
-            _apply_errors(form, exc)
+            apply_errors(form, exc)
         else:
             if current_user.is_authenticated:
                 logout_user()

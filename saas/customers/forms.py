@@ -2,7 +2,6 @@
 data; the forms give the same messages next to the fields before anything is sent."""
 from __future__ import annotations
 
-from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import DateField, EmailField, SelectField, StringField, TextAreaField
@@ -10,6 +9,7 @@ from wtforms.validators import Email, InputRequired, Optional, ValidationError
 
 from saas.customers import services
 from saas.errors import ValidationFailed
+from saas.formatting import locale_code
 from saas.forms import listed, max_len, no_markup, required
 
 
@@ -30,7 +30,7 @@ def _phone(form, field):
 
 
 def _entry_choices(entries, empty_label=None) -> list[tuple[str, str]]:
-    locale = str(get_locale())
+    locale = locale_code()
     choices = [("", str(empty_label))] if empty_label is not None else []
     return choices + [(str(e.id), e.name_for(locale)) for e in entries]
 

@@ -15,6 +15,7 @@ from saas.customers.forms import CustomerForm, TransactionForm
 from saas.errors import NotFound, ValidationFailed
 from saas.extensions import htmx
 from saas.formatting import money
+from saas.forms import add_errors
 from saas.settings import services as settings_services
 from saas.web import access, has_role
 
@@ -27,7 +28,7 @@ def _apply_errors(form, exc: ValidationFailed) -> None:
     for field, messages in exc.errors.items():
         if field in duplicates:
             continue
-        _add_errors(form, field, [str(m) for m in messages])
+        add_errors(form, field, [str(m) for m in messages])
     _show_duplicates(form, duplicates)
 
 
@@ -37,15 +38,7 @@ def _show_duplicates(form, duplicates: dict) -> None:
         link = Markup('<a href="{}">{}</a>').format(url_for("customers.detail", customer_id=other.id), other.name)
         message = Markup(str(services.DUPLICATE_MESSAGES[field](link)))
         if message not in getattr(form, field).errors:
-            _add_errors(form, field, [message])
-
-
-def _add_errors(form, field: str, messages: list) -> None:
-    target = getattr(form, field, None)
-    if target is not None and hasattr(target, "errors"):
-        target.errors = list(target.errors) + messages
-    else:
-        form.form_errors.extend(messages)
+            add_errors(form, field, [message])
 
 
 def _save_customer(form, save, existing=None):

@@ -1,16 +1,20 @@
 """Tenant settings: preset loading, editable lists, programme sections and API keys."""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import math
 import re
 import secrets
 import tomllib
 import uuid
+import zoneinfo
 
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from saas import LANGUAGES
 from saas.auth.models import Tenant
 from saas.clock import now_utc
 from saas.db import bound_tenant_id
@@ -174,11 +178,20 @@ def update_programme_section(s: Session, section: str, toml_text: str) -> Progra
     if section not in presets.PROGRAMME_SECTIONS:
         raise NotFound(section)
     try:
-        doc = tomllib.loads(toml_text)
+        doc = tomllib.loads(toml_text or "")
     except tomllib.TOMLDecodeError as exc:
         raise ValidationFailed.one("text", _l("This is not valid TOML: %(err)s", err=str(exc)))
+    except RecursionError:
+        raise ValidationFailed.one("text", _l("The text is nested too deeply."))
     if set(doc) != {section}:
         raise ValidationFailed.one("text", _l("The text must hold exactly the section [%(s)s].", s=section))
+    # The section is stored as JSON: TOML dates and inf/nan have no JSON form (and
+    # PostgreSQL refuses them), so they are refused here rather than failing on save.
+    bad = _non_json_value(doc[section])
+    if bad is not None:
+        raise ValidationFailed.one("text", _l(
+            "%(value)s cannot be stored here: write dates as text in quotes, and use finite numbers.",
+            value=bad))
     codes = {d.code for d in s.scalars(select(Department))}
     problems = presets.validate_section(section, doc[section], codes)
     if problems:
@@ -194,10 +207,163 @@ def update_programme_section(s: Session, section: str, toml_text: str) -> Progra
     return row
 
 
+def _non_json_value(value) -> str | None:
+    """The first value in ``value`` that JSON cannot hold (a date/time, inf, nan), as text."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, (dt.date, dt.time)):
+            return v.isoformat()
+        elif isinstance(v, float) and not math.isfinite(v):
+            return str(v)
+    return None
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _toml_string(key)
+
+
+def _toml_string(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch in _TOML_ESCAPES:
+            out.append(_TOML_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_value(value) -> str:
+    """A value written inline (strings, numbers, booleans, arrays, inline tables)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dict):
+        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items() if v is not None)
+        return "{ " + items + " }" if items else "{}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def _is_table_array(value) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _toml_table(lines: list[str], path: list[str], table: dict, in_array: bool) -> None:
+    """Write the plain keys of ``table``, then its sub-tables under their own headers.
+
+    Inside an element of an array of tables, lists of tables (survey questions) are
+    written as a multi-line array of inline tables, one per line, which reads better.
+    """
+    later = []
+    for key, value in table.items():
+        if value is None:
+            continue
+        if isinstance(value, dict) and not in_array:
+            later.append((key, value))
+        elif _is_table_array(value) and not in_array:
+            later.append((key, value))
+        elif _is_table_array(value):
+            lines.append(f"{_toml_key(key)} = [")
+            lines.extend(f"  {_toml_value(v)}," for v in value)
+            lines.append("]")
+        else:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, value in later:
+        sub = path + [_toml_key(key)]
+        if isinstance(value, dict):
+            lines.extend(["", f"[{'.'.join(sub)}]"])
+            _toml_table(lines, sub, value, in_array=False)
+        else:
+            for item in value:
+                lines.extend(["", f"[[{'.'.join(sub)}]]"])
+                _toml_table(lines, sub, item, in_array=True)
+
+
+def section_to_toml(section: str, data) -> str:
+    """Write one programme section as TOML that ``update_programme_section`` reads back
+    to the same data: ``[loyalty]`` with ``[[loyalty.tiers]]``, ``[churn]``,
+    ``[[surveys]]`` with inline question tables, ``[[targets]]``."""
+    lines: list[str] = []
+    key = _toml_key(section)
+    if isinstance(data, dict):
+        lines.append(f"[{key}]")
+        _toml_table(lines, [key], data, in_array=False)
+    elif _is_table_array(data):
+        for item in data:
+            if lines:
+                lines.append("")
+            lines.append(f"[[{key}]]")
+            _toml_table(lines, [key], item, in_array=True)
+    else:
+        lines.append(f"{key} = {_toml_value(data if data is not None else [])}")
+    return "\n".join(lines) + "\n"
+
+
+def programme_section_text(s: Session, section: str) -> str:
+    """The bound tenant's section as TOML for editing (an empty section when it has none).
+
+    Raises NotFound for a section name that is not part of the programme.
+    """
+    if section not in presets.PROGRAMME_SECTIONS:
+        raise NotFound(section)
+    row = s.scalar(select(ProgrammeSection).where(ProgrammeSection.section == section))
+    if row is None:
+        return section_to_toml(section, [] if section in ("surveys", "targets") else {})
+    return section_to_toml(section, row.data)
+
+
 # --- tenant defaults -------------------------------------------------------------------
 
+CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
+
+
 def update_tenant_defaults(s: Session, tenant: Tenant, name: str, language: str, timezone: str, currency: str) -> None:
-    """Change the tenant's name, default language, time zone and currency (validated by the form)."""
+    """Change the tenant's name, default language, time zone and currency.
+
+    The form offers only listed values; this checks again for other callers and raises
+    ValidationFailed (fields business_name, language, timezone, currency), changing nothing.
+    """
+    errors: dict[str, list] = {}
+    name = (name or "").strip()
+    if not name:
+        errors["business_name"] = [_l("This field is required.")]
+    elif len(name) > 120:
+        errors["business_name"] = [_l("At most %(n)s characters.", n=120)]
+    elif any(c in name for c in "<>"):
+        errors["business_name"] = [_l("Use plain text: the characters < and > are not allowed.")]
+    if language not in LANGUAGES:
+        errors["language"] = [_l("Choose one of the listed values.")]
+    try:
+        zoneinfo.ZoneInfo(timezone or "")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        errors["timezone"] = [_l("Choose one of the listed values.")]
+    if not CURRENCY_RE.match(currency or ""):
+        errors["currency"] = [_l("Choose one of the listed values.")]
+    if errors:
+        raise ValidationFailed(errors)
     tenant.name = name
     tenant.language = language
     tenant.timezone = timezone
@@ -249,10 +415,18 @@ def list_api_keys(s: Session) -> list[ApiKey]:
     return list(s.scalars(select(ApiKey).order_by(ApiKey.created_at.desc())))
 
 
-def revoke_api_key(s: Session, key_id: uuid.UUID) -> ApiKey:
+def get_api_key(s: Session, key_id: uuid.UUID) -> ApiKey:
+    """The bound tenant's key with this id; NotFound otherwise."""
     key = s.get(ApiKey, (bound_tenant_id(s), key_id))
     if key is None:
         raise NotFound("api key")
+    return key
+
+
+def revoke_api_key(s: Session, key_id: uuid.UUID) -> ApiKey:
+    """Revoke a key of the bound tenant (revoking twice keeps the first time); NotFound
+    for an id the tenant does not have."""
+    key = get_api_key(s, key_id)
     if key.revoked_at is None:
         key.revoked_at = now_utc()
     s.flush()
