@@ -16,6 +16,7 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
+from flask_babel import refresh
 from flask_login import current_user, login_user, logout_user
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import select
@@ -94,6 +95,7 @@ def signup():
             if user.language is None:
                 user.language = form.language.data
             _start_session(user, remember=False, tenant_id=tenant.id)
+            refresh()  # speak the new owner's language from here on
             flash(_("Welcome! Your business is set up from the %(industry)s preset.",
                     industry=dict(form.industry.choices)[tenant.industry]), "success")
             return redirect(url_for("dashboard.index"), 303)
@@ -141,7 +143,7 @@ def logout():
     services.rotate_session_token(db.session(), current_user._get_current_object())
     logout_user()
     flask_session.clear()
-    flash(_("You have logged out."), "info")
+    flash(_("You have logged out."), "info")  # still in the user's language (cached for the request)
     return redirect(url_for("auth.login"), 303)
 
 
@@ -363,6 +365,8 @@ def accept_invitation(token: str):
             if current_user.is_authenticated:
                 logout_user()
             _start_session(user, remember=False, tenant_id=tenant.id)
+            g.tenant = tenant
+            refresh()  # the new member's language (the tenant's, until they choose)
             flash(_("Welcome to %(name)s.", name=tenant.name), "success")
             return redirect(url_for("dashboard.index"), 303)
     status = 422 if request.method == "POST" else 200

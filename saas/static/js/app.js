@@ -8,3 +8,14 @@ document.addEventListener("DOMContentLoaded", function () {
     ];
   }
 });
+
+// Boosted navigation swaps only the inside of <body>: carry over what lives outside it,
+// the page's language and the CSRF token in <body hx-headers> (logging in rotates it).
+document.addEventListener("htmx:beforeSwap", function (evt) {
+  var html = evt.detail.serverResponse || "";
+  if (!/^\s*(<!doctype html>\s*)?<html[\s>]/i.test(html)) return;  // a partial, not a page
+  var doc = new DOMParser().parseFromString(html, "text/html");
+  document.documentElement.lang = doc.documentElement.lang;
+  var headers = doc.body.getAttribute("hx-headers");
+  if (headers) document.body.setAttribute("hx-headers", headers);
+});
