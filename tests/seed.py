@@ -13,7 +13,18 @@ from sqlalchemy import select
 
 from saas.auth import services as auth_services
 from saas.auth.models import Tenant, User
-from saas.customers.models import Customer, Transaction
+from saas.clock import now_utc
+from saas.customers.models import (
+    AuditEntry,
+    ContactLog,
+    Customer,
+    CustomerContact,
+    IdempotencyRecord,
+    ImportJob,
+    ImportMapping,
+    Preference,
+    Transaction,
+)
 from saas.db import bind_tenant
 from saas.settings import services as settings_services
 from saas.settings.models import Department, Location, TransactionKind
@@ -54,6 +65,17 @@ def seed_tenant(app, make_tenant, add_member, industry: str = "hotel", tag: str 
         s.add(Transaction(customer_id=customer.id, kind_id=kind.id, location_id=location.id,
                           department_id=department.id, staff_user_id=owner.id,
                           occurred_on=dt.date(2026, 11, 1), amount=Decimal("1280.00"), external_id=f"TX-{tag}"))
+        s.add_all([
+            CustomerContact(customer_id=customer.id, name=f"Buyer {tag}", role="采购经理", phone="13900000000"),
+            Preference(customer_id=customer.id, category="room", key="pillow", value="firm",
+                       recorded_by_id=owner.id, location_id=location.id),
+            ContactLog(customer_id=customer.id, channel="call", occurred_at=now_utc(), outcome="booked",
+                       staff_user_id=owner.id, location_id=location.id),
+            AuditEntry(actor_user_id=owner.id, action="export", object_type="customer", object_id=customer.id),
+            ImportJob(kind="customers", filename=f"{tag}.csv", content=b"name\nx\n", created_by_id=owner.id),
+            ImportMapping(kind="customers", mapping={"name": "name"}),
+            IdempotencyRecord(key=f"idem-{tag}", request_hash="0" * 64, status_code=201, response={}),
+        ])
         s.commit()
     finally:
         s.close()

@@ -39,6 +39,8 @@ class Tenant(Base):
     language: Mapped[str] = mapped_column(String(10), default="zh_CN")
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
     currency: Mapped[str] = mapped_column(String(3), default="CNY")
+    # ISO 3166 country for reading phone numbers typed without a country code.
+    country: Mapped[str] = mapped_column(String(2), default="CN")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=now_utc)
 
 
