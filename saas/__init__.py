@@ -63,6 +63,8 @@ def create_app(overrides: dict | None = None) -> Flask:
 
     from saas.api.views import bp as api_bp
     from saas.auth.views import bp as auth_bp
+    from saas.customers.import_views import bp as imports_bp
+    from saas.customers.records_views import bp as records_bp
     from saas.customers.views import bp as customers_bp
     from saas.dashboard.views import bp as dashboard_bp
     from saas.settings.views import bp as settings_bp
@@ -71,6 +73,8 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.register_blueprint(dashboard_bp)
     app.register_blueprint(settings_bp)
     app.register_blueprint(customers_bp)
+    app.register_blueprint(records_bp)
+    app.register_blueprint(imports_bp)
     app.register_blueprint(api_bp)
     csrf.exempt(api_bp)
 
