@@ -9,6 +9,7 @@ from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
 from wtforms.validators import DataRequired, Length, ValidationError
 
+COMMON_COUNTRIES = ("CN", "HK", "MO", "TW", "SG", "MY", "JP", "KR", "US", "GB", "DE", "FR", "AU", "CA")
 COMMON_CURRENCIES = ("CNY", "HKD", "MOP", "TWD", "SGD", "MYR", "JPY", "KRW", "USD", "EUR", "GBP", "AUD", "CAD")
 
 
@@ -58,6 +59,19 @@ def timezones() -> tuple[str, ...]:
 
 def timezone_choices() -> list[tuple[str, str]]:
     return [(z, z) for z in timezones()]
+
+
+def country_choices() -> list[tuple[str, str]]:
+    from babel import Locale
+
+    names = Locale.parse("zh_CN" if (get_locale() and get_locale().language == "zh") else "en").territories
+    return [(c, f"{names.get(c, c)} (+{_calling_code(c)})") for c in COMMON_COUNTRIES]
+
+
+def _calling_code(region: str) -> int:
+    import phonenumbers
+
+    return phonenumbers.country_code_for_region(region)
 
 
 def currency_choices() -> list[tuple[str, str]]:

@@ -51,7 +51,8 @@ def test_owner_sees_overview_and_edits_defaults(client, owner, tenant_session):
     assert f'value="{owner.name}"' in r.text
 
     r = client.post("/settings", data={"business_name": "  Harbour Hotel  ", "language": "zh_CN",
-                                       "timezone": "Asia/Hong_Kong", "currency": "HKD"})
+                                       "timezone": "Asia/Hong_Kong", "currency": "HKD",
+                                       "country": "HK"})
     assert r.status_code == 303
     assert r.headers["Location"].endswith("/settings")
     page = client.get("/settings").text
@@ -59,7 +60,8 @@ def test_owner_sees_overview_and_edits_defaults(client, owner, tenant_session):
     assert 'value="Harbour Hotel"' in page
 
     t = tenant_session(owner).get(Tenant, owner.id)
-    assert (t.name, t.language, t.timezone, t.currency) == ("Harbour Hotel", "zh_CN", "Asia/Hong_Kong", "HKD")
+    assert (t.name, t.language, t.timezone, t.currency, t.country) == (
+        "Harbour Hotel", "zh_CN", "Asia/Hong_Kong", "HKD", "HK")
 
 
 @pytest.mark.parametrize("change, message", [
@@ -70,9 +72,11 @@ def test_owner_sees_overview_and_edits_defaults(client, owner, tenant_session):
     ({"timezone": "Mars/Olympus_Mons"}, "Choose one of the listed values."),
     ({"language": "fr"}, "Choose one of the listed values."),
     ({"currency": "XBT"}, "Choose one of the listed values."),
+    ({"country": "XX"}, "Choose one of the listed values."),
 ])
 def test_bad_defaults_are_refused(client, owner, tenant_session, change, message):
-    data = {"business_name": "New name", "language": "en", "timezone": "Asia/Shanghai", "currency": "CNY", **change}
+    data = {"business_name": "New name", "language": "en", "timezone": "Asia/Shanghai", "currency": "CNY",
+            "country": "CN", **change}
     r = client.post("/settings", data=data)
     assert r.status_code == 422
     assert message in r.text

@@ -6,7 +6,7 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, SelectField, StringField, TextAreaField
 
 from saas import LANGUAGES
-from saas.forms import currency_choices, listed, max_len, no_markup, required, timezone_choices
+from saas.forms import country_choices, currency_choices, listed, max_len, no_markup, required, timezone_choices
 
 
 def _strip(value):
@@ -23,11 +23,13 @@ class TenantDefaultsForm(FlaskForm):
     language = SelectField(_l("Default language"), choices=list(LANGUAGES.items()), **listed())
     timezone = SelectField(_l("Time zone"), **listed())
     currency = SelectField(_l("Currency"), **listed())
+    country = SelectField(_l("Country (for phone numbers typed without a country code)"), **listed())
 
     def __init__(self, *a, **kw):
         super().__init__(*a, **kw)
         self.timezone.choices = timezone_choices()
         self.currency.choices = currency_choices()
+        self.country.choices = country_choices()
 
 
 class EntryForm(FlaskForm):

@@ -337,11 +337,13 @@ def programme_section_text(s: Session, section: str) -> str:
 
 # --- tenant defaults -------------------------------------------------------------------
 
+COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 CURRENCY_RE = re.compile(r"^[A-Z]{3}$")
 
 
-def update_tenant_defaults(s: Session, tenant: Tenant, name: str, language: str, timezone: str, currency: str) -> None:
-    """Change the tenant's name, default language, time zone and currency.
+def update_tenant_defaults(s: Session, tenant: Tenant, name: str, language: str, timezone: str, currency: str,
+                           country: str | None = None) -> None:
+    """Change the tenant's name, default language, time zone, currency and country.
 
     The form offers only listed values; this checks again for other callers and raises
     ValidationFailed (fields business_name, language, timezone, currency), changing nothing.
@@ -362,8 +364,12 @@ def update_tenant_defaults(s: Session, tenant: Tenant, name: str, language: str,
         errors["timezone"] = [_l("Choose one of the listed values.")]
     if not CURRENCY_RE.match(currency or ""):
         errors["currency"] = [_l("Choose one of the listed values.")]
+    if country is not None and not COUNTRY_RE.match(country):
+        errors["country"] = [_l("Choose one of the listed values.")]
     if errors:
         raise ValidationFailed(errors)
+    if country is not None:
+        tenant.country = country
     tenant.name = name
     tenant.language = language
     tenant.timezone = timezone

@@ -64,11 +64,12 @@ def _status(form) -> int:
 def index():
     tenant = g.tenant
     form = TenantDefaultsForm(data={"business_name": tenant.name, "language": tenant.language,
-                                    "timezone": tenant.timezone, "currency": tenant.currency})
+                                    "timezone": tenant.timezone, "currency": tenant.currency,
+                                    "country": tenant.country})
     if form.validate_on_submit():
         try:
             services.update_tenant_defaults(db.session(), tenant, form.business_name.data, form.language.data,
-                                            form.timezone.data, form.currency.data)
+                                            form.timezone.data, form.currency.data, form.country.data)
         except ValidationFailed as exc:
             apply_errors(form, exc)
         else:
