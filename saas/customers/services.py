@@ -9,12 +9,15 @@ import uuid
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
+import phonenumbers
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from saas.customers.models import Customer, Transaction
+from saas import clock
+from saas.auth.models import Membership, Tenant, User
+from saas.customers.models import ContactLog, Customer, CustomerContact, Preference, Transaction
 from saas.db import bound_tenant_id
 from saas.errors import NotFound, ValidationFailed
 from saas.settings.models import Department, Location, TransactionKind
@@ -29,9 +32,44 @@ CLASSIFICATIONS = {
     "potential": _l("Potential"),
 }
 
+GENDERS = {
+    "female": _l("Female"),
+    "male": _l("Male"),
+    "other": _l("Other"),
+}
+
+COMPANY_SIZES = {
+    "1-9": _l("1–9 people"),
+    "10-49": _l("10–49 people"),
+    "50-249": _l("50–249 people"),
+    "250-999": _l("250–999 people"),
+    "1000+": _l("1,000 people or more"),
+}
+
+PREFERENCE_CATEGORIES = {
+    "room": _l("Room"),
+    "food": _l("Food and drink"),
+    "product": _l("Product"),
+    "communication": _l("Communication"),
+    "other": _l("Other"),
+}
+
+CONTACT_CHANNELS = {
+    "call": _l("Call"),
+    "visit": _l("Visit"),
+    "message": _l("Message"),
+    "email": _l("Email"),
+}
+
+TAGS_MAX = 10
+TAG_MAX_LEN = 30
+# How many preferences the guest card shows; the rest are on the customer page.
+CARD_PREFERENCES = 6
+
 AMOUNT_MAX_DIGITS = 12
 QUANTITY_MAX = 100_000
 PHONE_RE = re.compile(r"^\+?[0-9]{3,20}$")
+PHONE_MESSAGE = _l("Enter a phone number such as 138 0013 8000, or with its country code such as +44 20 7946 0958.")
 EMAIL_RE = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")
 AMOUNT_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 
@@ -39,6 +77,7 @@ AMOUNT_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 # other customer's name (the HTML view passes a link in its place).
 DUPLICATE_MESSAGES = {
     "phone": lambda name: _l("This phone number already belongs to %(name)s.", name=name),
+    "phone_alt": lambda name: _l("This phone number already belongs to %(name)s.", name=name),
     "email": lambda name: _l("This email address already belongs to %(name)s.", name=name),
     "external_ref": lambda name: _l("This external reference already belongs to %(name)s.", name=name),
     "card_number": lambda name: _l("This card number already belongs to %(name)s.", name=name),
@@ -81,9 +120,77 @@ def normalise_phone(phone: str | None) -> str:
     return re.sub(r"[\s\-().]", "", phone or "")
 
 
-def mask_phone(phone: str | None) -> str:
-    """A phone number with its middle hidden: 13812345678 -> 138****5678."""
+def tenant_country(s: Session) -> str:
+    """The bound tenant's country (ISO 3166), the region of phone numbers typed without
+    a country code."""
+    tenant = s.get(Tenant, bound_tenant_id(s))
+    return (tenant.country if tenant is not None and tenant.country else "CN").upper()
+
+
+def parse_phone(raw: str | None, region: str) -> str:
+    """A phone number in E.164 (+8613800138000) from what a person typed: spaces, dashes,
+    dots and brackets are fine; without a leading + (or 00) the number is read as one of
+    ``region``. "" for an empty value. Raises ValueError for anything that is not a valid
+    phone number."""
+    text = (raw or "").replace("\x00", "").strip()
+    if not text:
+        return ""
+    if len(text) > 40 or not re.fullmatch(r"[0-9+\s\-().]+", text):
+        raise ValueError(text)
+    compact = normalise_phone(text)
+    if compact.startswith("00"):
+        compact = "+" + compact[2:]
+    try:
+        number = phonenumbers.parse(compact, region)
+    except phonenumbers.NumberParseException:
+        raise ValueError(text) from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError(text)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def phone_variants(e164: str) -> set[str]:
+    """The forms a stored number may have (E.164, and the national forms of numbers saved
+    before phones were normalised), for finding a customer by an E.164 number."""
+    if not e164:
+        return set()
+    variants = {e164}
+    try:
+        number = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return variants
+    national = phonenumbers.national_significant_number(number)
+    variants |= {national, "0" + national, e164.lstrip("+"), "00" + e164.lstrip("+")}
+    return variants
+
+
+def format_phone(phone: str | None, region: str = "CN") -> str:
+    """A stored number as people read it: national format for the tenant's own country
+    (138 0013 8000), international otherwise (+44 20 7946 0958); numbers saved before
+    phones were normalised are shown as they are."""
     phone = phone or ""
+    if not phone.startswith("+"):
+        return phone
+    try:
+        number = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return phone
+    if phonenumbers.region_code_for_number(number) == region:
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+
+
+def mask_phone(phone: str | None, region: str | None = None) -> str:
+    """A phone number with its middle hidden: 13812345678 -> 138****5678. An E.164 number
+    of ``region`` is masked in its national form (+8613812345678 -> 138****5678)."""
+    phone = phone or ""
+    if region and phone.startswith("+"):
+        try:
+            number = phonenumbers.parse(phone, None)
+            if phonenumbers.region_code_for_number(number) == region:
+                phone = phonenumbers.national_significant_number(number)
+        except phonenumbers.NumberParseException:
+            pass
     if len(phone) >= 8:
         return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
     if len(phone) > 2:
@@ -91,12 +198,21 @@ def mask_phone(phone: str | None) -> str:
     return phone
 
 
-def search_customers(s: Session, query: str = "", page: int = 1, per_page: int = PER_PAGE) -> Page:
-    """Customers matching ``query`` by any part of the phone number, the start of the
-    name, the card number, the external reference or the email; all customers for an
-    empty query. Ordered by name; ``page`` counts from 1 and is clamped to the range."""
+def normalise_plate(plate: str | None) -> str:
+    """A licence plate as stored: upper case, without spaces, dots or dashes (沪A·12345 ->
+    沪A12345)."""
+    return re.sub(r"[\s\-·.]", "", (plate or "").replace("\x00", "")).upper()
+
+
+def search_customers(s: Session, query: str = "", page: int = 1, per_page: int = PER_PAGE,
+                     region: str | None = None) -> Page:
+    """Customers matching ``query`` by any part of the phone numbers (as typed by staff:
+    "13800", "0138", "138 0013"), the start of the name, the card number, the external
+    reference, the email or the plate number; all customers for an empty query. Ordered
+    by name; ``page`` counts from 1 and is clamped to the range. ``region`` (default: the
+    tenant's country) reads a number typed with its trunk prefix (021 6666 8888)."""
     query = (query or "").replace("\x00", "").strip()[:100]
-    q = select(Customer)
+    q = select(Customer).where(Customer.merged_into_id.is_(None))
     if query:
         conditions = [
             func.lower(Customer.name).startswith(query.lower(), autoescape=True),
@@ -104,9 +220,26 @@ def search_customers(s: Session, query: str = "", page: int = 1, per_page: int =
             Customer.external_ref == query,
             func.lower(Customer.email) == query.lower(),
         ]
+        plate = normalise_plate(query)
+        if plate:
+            conditions.append(Customer.plate_number == plate)
+            if len(plate) >= 3:
+                conditions.append(Customer.plate_number.startswith(plate, autoescape=True))
         digits = normalise_phone(query)
         if re.fullmatch(r"\+?[0-9]+", digits):
-            conditions.append(Customer.phone.contains(digits, autoescape=True))
+            conditions += [Customer.phone.contains(digits, autoescape=True),
+                           Customer.phone_alt.contains(digits, autoescape=True)]
+            prefixes = []
+            if digits.startswith("00") and len(digits) > 4:
+                prefixes.append("+" + digits[2:])  # 0044... dialled the international way
+            elif digits.startswith("0") and len(digits) > 1:
+                # A national number with its trunk prefix: stored as +<country code><rest>.
+                code = phonenumbers.country_code_for_region(region or tenant_country(s))
+                if code:
+                    prefixes.append(f"+{code}{digits[1:]}")
+            for prefix in prefixes:
+                conditions += [Customer.phone.startswith(prefix, autoescape=True),
+                               Customer.phone_alt.startswith(prefix, autoescape=True)]
         q = q.where(or_(*conditions))
     total = s.scalar(select(func.count()).select_from(q.subquery()))
     pages = max(1, -(-total // per_page))
@@ -155,12 +288,50 @@ def transaction_history(s: Session, customer: Customer, limit: int = RECENT_TRAN
     return TransactionHistory(rows=rows, count=len(amounts), total=total)
 
 
+def last_visit(s: Session, customer: Customer) -> TransactionRow | None:
+    """The customer's latest transaction with its kind, location and department."""
+    t = s.scalars(select(Transaction).where(Transaction.customer_id == customer.id)
+                  .order_by(Transaction.occurred_on.desc(), Transaction.created_at.desc(), Transaction.id.desc())
+                  .limit(1)).first()
+    if t is None:
+        return None
+    tid = bound_tenant_id(s)
+    kind = s.get(TransactionKind, (tid, t.kind_id))
+    location = s.get(Location, (tid, t.location_id)) if t.location_id else None
+    department = s.get(Department, (tid, t.department_id)) if t.department_id else None
+    return TransactionRow(t, kind, location, department)
+
+
+def active_members(s: Session) -> list[User]:
+    """The bound tenant's active members (the staff who can own customers), by name."""
+    q = (select(User).join(Membership, Membership.user_id == User.id)
+         .where(Membership.active.is_(True)).order_by(User.name, User.id))
+    return list(s.scalars(q))
+
+
+def user_names(s: Session, user_ids) -> dict[uuid.UUID, str]:
+    """The names of the given users who are (or were) members of the bound tenant."""
+    ids = {i for i in user_ids if i is not None}
+    if not ids:
+        return {}
+    q = (select(User.id, User.name).join(Membership, Membership.user_id == User.id)
+         .where(User.id.in_(ids)))
+    return {uid: name for uid, name in s.execute(q)}
+
+
 # --- customers ------------------------------------------------------------------------
 
 def _text(data: dict, key: str) -> str:
     # PostgreSQL cannot store NUL characters; nobody types them on purpose.
     value = data.get(key)
     return str(value).replace("\x00", "").strip() if value is not None else ""
+
+
+def _flag(data: dict, key: str) -> bool:
+    value = data.get(key)
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "y", "yes", "on", "true")
+    return bool(value)
 
 
 def _entry(s: Session, model, raw, current: uuid.UUID | None = None):
@@ -179,41 +350,161 @@ def _entry(s: Session, model, raw, current: uuid.UUID | None = None):
     return entry
 
 
-def _clean_customer(s: Session, data: dict, existing: Customer | None) -> dict:
+def _member(s: Session, raw, current: uuid.UUID | None = None) -> uuid.UUID | None:
+    """The id of an active member of the bound tenant named by ``raw``, None for an empty
+    value; raises LookupError otherwise. ``current`` (the owner a customer already has)
+    is kept even when that member has since been deactivated."""
+    if raw in (None, ""):
+        return None
+    try:
+        user_id = raw if isinstance(raw, uuid.UUID) else uuid.UUID(str(raw))
+    except ValueError:
+        raise LookupError(raw) from None
+    if user_id == current:
+        return user_id
+    found = s.scalar(select(Membership.user_id).where(Membership.user_id == user_id, Membership.active.is_(True)))
+    if found is None:
+        raise LookupError(raw)
+    return user_id
+
+
+def parse_tags(raw) -> list[str]:
+    """Tags from a comma-separated text (also ，、;) or a list: trimmed, without empty
+    ones and repeats (ignoring case), at most TAGS_MAX of TAG_MAX_LEN characters each.
+    Raises ValidationFailed on "tags"."""
+    if raw is None:
+        items = []
+    elif isinstance(raw, (list, tuple)):
+        items = [str(x) for x in raw]
+    else:
+        items = re.split(r"[,，、;；]", str(raw))
+    tags: list[str] = []
+    seen = set()
+    for item in items:
+        tag = " ".join(item.replace("\x00", "").split())
+        if tag and tag.casefold() not in seen:
+            seen.add(tag.casefold())
+            tags.append(tag)
+    errors = []
+    if len(tags) > TAGS_MAX:
+        errors.append(_l("At most %(n)s tags.", n=TAGS_MAX))
+    if any(len(t) > TAG_MAX_LEN for t in tags):
+        errors.append(_l("A tag has at most %(n)s characters.", n=TAG_MAX_LEN))
+    if any(c in t for t in tags for c in "<>"):
+        errors.append(_l("Use plain text: the characters < and > are not allowed."))
+    if errors:
+        raise ValidationFailed({"tags": errors})
+    return tags
+
+
+def parse_birthday(raw, as_of: dt.date) -> dt.date | None:
+    """A birthday (a date or YYYY-MM-DD) not after ``as_of`` nor before 1900; None for an
+    empty value. Raises ValidationFailed on "birthday"."""
+    if raw in (None, ""):
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = dt.date.fromisoformat(raw.strip())
+        except ValueError:
+            raise ValidationFailed.one("birthday", _l("Enter a date such as 1980-05-17.")) from None
+    if not isinstance(raw, dt.date) or isinstance(raw, dt.datetime) or raw < dt.date(1900, 1, 1):
+        raise ValidationFailed.one("birthday", _l("Enter a date such as 1980-05-17."))
+    if raw > as_of:
+        raise ValidationFailed.one("birthday", _l("The birthday cannot be in the future."))
+    return raw
+
+
+# Profile fields: (key, max length, plain text only).
+_TEXT_FIELDS = (
+    ("name", 120, True), ("address_as", 60, True), ("email", 254, False), ("external_ref", 64, True),
+    ("card_number", 40, True), ("notes", 2000, False), ("company", 120, True), ("job_title", 60, True),
+    ("company_industry", 60, True), ("plate_number", 20, True),
+)
+PROFILE_FIELDS = (
+    "name", "address_as", "phone", "phone_alt", "email", "external_ref", "card_number", "classification",
+    "location_id", "owner_user_id", "birthday", "gender", "company", "job_title", "company_industry",
+    "company_size", "plate_number", "consent_phone", "consent_sms", "consent_email", "tags", "notes",
+)
+
+
+def _clean_customer(s: Session, data: dict, existing: Customer | None, as_of: dt.date | None,
+                    region: str | None) -> dict:
     errors: dict[str, list] = {}
 
     def err(field, message):
         errors.setdefault(field, []).append(message)
 
-    clean = {key: _text(data, key) for key in
-             ("name", "address_as", "phone", "email", "external_ref", "card_number", "classification", "notes")}
-    clean["phone"] = normalise_phone(clean["phone"])
-    clean["email"] = clean["email"].lower()
-    clean["classification"] = clean["classification"] or "general"
-    if not clean["name"]:
-        err("name", _l("This field is required."))
-    for key, limit in (("name", 120), ("address_as", 60), ("email", 254), ("external_ref", 64),
-                       ("card_number", 40), ("notes", 2000)):
+    region = region or tenant_country(s)
+    if as_of is None:
+        tenant = s.get(Tenant, bound_tenant_id(s))
+        as_of = clock.today(tenant.timezone if tenant is not None else "UTC")
+    # On an edit, a field the caller did not send keeps its value (forms send them all).
+    keys = [k for k in PROFILE_FIELDS if existing is None or k in data]
+    clean: dict = {}
+    for key, limit, plain in _TEXT_FIELDS:
+        if key not in keys:
+            continue
+        clean[key] = _text(data, key)
         if len(clean[key]) > limit:
             err(key, _l("At most %(n)s characters.", n=limit))
-    for key in ("name", "address_as", "external_ref", "card_number"):
-        if any(c in clean[key] for c in "<>"):
+        if plain and any(c in clean[key] for c in "<>"):
             err(key, _l("Use plain text: the characters < and > are not allowed."))
-    if clean["phone"] and not PHONE_RE.match(clean["phone"]):
-        err("phone", _l("Enter a phone number of 3 to 20 digits (a leading + is allowed)."))
-    if clean["email"] and not EMAIL_RE.match(clean["email"]):
-        err("email", _l("Enter a valid email address."))
-    if clean["classification"] not in CLASSIFICATIONS:
-        err("classification", _l("Choose one of the listed values."))
-    try:
-        location = _entry(s, Location, data.get("location_id"), existing.location_id if existing else None)
-    except LookupError:
-        err("location_id", _l("Choose one of the listed values."))
-        location = None
-    clean["location_id"] = location.id if location else None
-    clean["external_ref"] = clean["external_ref"] or None
-    clean["card_number"] = clean["card_number"] or None
-    duplicates = find_duplicates(s, clean, existing)
+    if "name" in clean and not clean["name"]:
+        err("name", _l("This field is required."))
+    if "email" in clean:
+        clean["email"] = clean["email"].lower()
+        if clean["email"] and not EMAIL_RE.match(clean["email"]):
+            err("email", _l("Enter a valid email address."))
+    if "plate_number" in clean:
+        clean["plate_number"] = normalise_plate(clean["plate_number"])
+    for key in ("phone", "phone_alt"):
+        if key in keys:
+            try:
+                clean[key] = parse_phone(_text(data, key), region)
+            except ValueError:
+                err(key, PHONE_MESSAGE)
+                clean[key] = _text(data, key)
+    if "classification" in keys:
+        clean["classification"] = _text(data, "classification") or "general"
+        if clean["classification"] not in CLASSIFICATIONS:
+            err("classification", _l("Choose one of the listed values."))
+    for key, choices in (("gender", GENDERS), ("company_size", COMPANY_SIZES)):
+        if key in keys:
+            clean[key] = _text(data, key)
+            if clean[key] and clean[key] not in choices:
+                err(key, _l("Choose one of the listed values."))
+    for key in ("consent_phone", "consent_sms", "consent_email"):
+        if key in keys:
+            clean[key] = _flag(data, key)
+    if "birthday" in keys:
+        try:
+            clean["birthday"] = parse_birthday(data.get("birthday"), as_of)
+        except ValidationFailed as exc:
+            for m in exc.errors["birthday"]:
+                err("birthday", m)
+    if "tags" in keys:
+        try:
+            clean["tags"] = parse_tags(data.get("tags"))
+        except ValidationFailed as exc:
+            for m in exc.errors["tags"]:
+                err("tags", m)
+    if "location_id" in keys:
+        try:
+            location = _entry(s, Location, data.get("location_id"), existing.location_id if existing else None)
+        except LookupError:
+            err("location_id", _l("Choose one of the listed values."))
+            location = None
+        clean["location_id"] = location.id if location else None
+    if "owner_user_id" in keys:
+        try:
+            clean["owner_user_id"] = _member(s, data.get("owner_user_id"),
+                                             existing.owner_user_id if existing else None)
+        except LookupError:
+            err("owner_user_id", _l("Choose one of the listed values."))
+    for key in ("external_ref", "card_number"):
+        if key in clean:
+            clean[key] = clean[key] or None
+    duplicates = find_duplicates(s, {k: v for k, v in clean.items() if k not in errors}, existing, region)
     for key, other in duplicates.items():
         err(key, DUPLICATE_MESSAGES[key](other.name))
     if duplicates:
@@ -223,27 +514,43 @@ def _clean_customer(s: Session, data: dict, existing: Customer | None) -> dict:
     return clean
 
 
-def find_duplicates(s: Session, data: dict, existing: Customer | None = None) -> dict[str, Customer]:
-    """The other customers of the bound tenant that already have the phone, email,
-    external reference or card number in ``data`` (by field; empty values are skipped)."""
+def find_duplicates(s: Session, data: dict, existing: Customer | None = None,
+                    region: str | None = None) -> dict[str, Customer]:
+    """The other customers of the bound tenant that already have the phone numbers,
+    email, external reference or card number in ``data`` (by field; empty and invalid
+    values are skipped). A phone number matches either number of another customer, also
+    one saved before phones were normalised (13800138000 for +8613800138000)."""
+    region = region or tenant_country(s)
+    duplicates: dict[str, Customer] = {}
+
+    def first(condition):
+        q = select(Customer).where(condition, Customer.merged_into_id.is_(None))
+        if existing is not None:
+            q = q.where(Customer.id != existing.id)
+        return s.scalars(q.order_by(Customer.name, Customer.id).limit(1)).first()
+
+    for key in ("phone", "phone_alt"):
+        try:
+            e164 = parse_phone(_text(data, key), region)
+        except ValueError:
+            continue
+        variants = phone_variants(e164)
+        if variants:
+            other = first(or_(Customer.phone.in_(variants), Customer.phone_alt.in_(variants)))
+            if other is not None:
+                duplicates[key] = other
     values = {
-        "phone": normalise_phone(_text(data, "phone")),
         "email": _text(data, "email").lower(),
         "external_ref": _text(data, "external_ref"),
         "card_number": _text(data, "card_number"),
     }
-    columns = {"phone": Customer.phone, "email": func.lower(Customer.email),
+    columns = {"email": func.lower(Customer.email),
                "external_ref": Customer.external_ref, "card_number": Customer.card_number}
-    duplicates: dict[str, Customer] = {}
     for key, value in values.items():
-        if not value:
-            continue
-        q = select(Customer).where(columns[key] == value)
-        if existing is not None:
-            q = q.where(Customer.id != existing.id)
-        other = s.scalars(q.order_by(Customer.name, Customer.id).limit(1)).first()
-        if other is not None:
-            duplicates[key] = other
+        if value:
+            other = first(columns[key] == value)
+            if other is not None:
+                duplicates[key] = other
     return duplicates
 
 
@@ -259,26 +566,246 @@ def _save(s: Session, customer: Customer) -> None:
                                           "saved at the same moment. Check and try again.")) from None
 
 
-def create_customer(s: Session, data: dict) -> Customer:
-    """Create a customer of the bound tenant from form or API values.
+def create_customer(s: Session, data: dict, as_of: dt.date | None = None, region: str | None = None) -> Customer:
+    """Create a customer of the bound tenant from form or API values (PROFILE_FIELDS;
+    phones are stored in E.164 read with ``region``, default the tenant's country; the
+    birthday may not be after ``as_of``, default the tenant's today).
 
     Raises ValidationFailed with per-field messages for bad values, and DuplicateCustomer
-    when the phone, email, external reference or card number already belongs to another
-    customer. Nothing is written when it raises.
+    when a phone number, the email, external reference or card number already belongs to
+    another customer. Nothing is written when it raises.
     """
-    clean = _clean_customer(s, data, None)
+    clean = _clean_customer(s, data, None, as_of, region)
     customer = Customer(**clean)
     _save(s, customer)
     return customer
 
 
-def update_customer(s: Session, customer: Customer, data: dict) -> Customer:
-    """Change a customer; the same checks and errors as ``create_customer``."""
-    clean = _clean_customer(s, data, customer)
+def update_customer(s: Session, customer: Customer, data: dict, as_of: dt.date | None = None,
+                    region: str | None = None) -> Customer:
+    """Change a customer; the same checks and errors as ``create_customer``. Fields not
+    in ``data`` keep their values."""
+    clean = _clean_customer(s, data, customer, as_of, region)
     for key, value in clean.items():
         setattr(customer, key, value)
     _save(s, customer)
     return customer
+
+
+# --- decision makers, preferences, contact log --------------------------------------------
+
+def _plain(errors: dict, data: dict, key: str, limit: int, required: bool = False) -> str:
+    value = _text(data, key)
+    if required and not value:
+        errors.setdefault(key, []).append(_l("This field is required."))
+    if len(value) > limit:
+        errors.setdefault(key, []).append(_l("At most %(n)s characters.", n=limit))
+    if any(c in value for c in "<>"):
+        errors.setdefault(key, []).append(_l("Use plain text: the characters < and > are not allowed."))
+    return value
+
+
+def _check_choice(errors: dict, data: dict, key: str, choices: dict) -> str:
+    value = _text(data, key)
+    if not value:
+        errors.setdefault(key, []).append(_l("This field is required."))
+    elif value not in choices:
+        errors.setdefault(key, []).append(_l("Choose one of the listed values."))
+    return value
+
+
+def _optional_location(s: Session, errors: dict, data: dict) -> uuid.UUID | None:
+    try:
+        location = _entry(s, Location, data.get("location_id"))
+    except LookupError:
+        errors.setdefault("location_id", []).append(_l("Choose one of the listed values."))
+        return None
+    return location.id if location else None
+
+
+def list_decision_makers(s: Session, customer: Customer) -> list[CustomerContact]:
+    return list(s.scalars(select(CustomerContact).where(CustomerContact.customer_id == customer.id)
+                          .order_by(CustomerContact.name, CustomerContact.id)))
+
+
+def add_decision_maker(s: Session, customer: Customer, data: dict, region: str | None = None) -> CustomerContact:
+    """Add a key decision maker (name required, role, phone in E.164) to a company
+    customer. Raises ValidationFailed per field; nothing is written then."""
+    errors: dict[str, list] = {}
+    name = _plain(errors, data, "name", 120, required=True)
+    role = _plain(errors, data, "role", 60)
+    try:
+        phone = parse_phone(_text(data, "phone"), region or tenant_country(s))
+    except ValueError:
+        errors.setdefault("phone", []).append(PHONE_MESSAGE)
+    if errors:
+        raise ValidationFailed(errors)
+    contact = CustomerContact(customer_id=customer.id, name=name, role=role, phone=phone)
+    s.add(contact)
+    s.flush()
+    return contact
+
+
+def remove_decision_maker(s: Session, customer: Customer, contact_id: uuid.UUID) -> None:
+    """Remove one of the customer's decision makers; NotFound for any other id."""
+    contact = s.get(CustomerContact, (bound_tenant_id(s), contact_id))
+    if contact is None or contact.customer_id != customer.id:
+        raise NotFound("decision maker")
+    s.delete(contact)
+    s.flush()
+
+
+@dataclass(frozen=True)
+class PreferenceRow:
+    preference: Preference
+    recorded_by: str
+    location: Location | None
+
+
+def list_preferences(s: Session, customer: Customer, limit: int | None = None) -> tuple[list[PreferenceRow], int]:
+    """The customer's preferences, latest first (at most ``limit``), with who recorded
+    each and where; and how many there are in all."""
+    base = select(Preference).where(Preference.customer_id == customer.id)
+    count = s.scalar(select(func.count()).select_from(base.subquery()))
+    q = base.order_by(Preference.recorded_at.desc(), Preference.id.desc())
+    if limit is not None:
+        q = q.limit(limit)
+    prefs = list(s.scalars(q))
+    names = user_names(s, (p.recorded_by_id for p in prefs))
+    tid = bound_tenant_id(s)
+    locations = {lid: s.get(Location, (tid, lid)) for lid in {p.location_id for p in prefs if p.location_id}}
+    rows = [PreferenceRow(p, names.get(p.recorded_by_id, ""), locations.get(p.location_id)) for p in prefs]
+    return rows, count
+
+
+def add_preference(s: Session, customer: Customer, data: dict, recorded_by_id: uuid.UUID | None,
+                   recorded_at: dt.datetime) -> Preference:
+    """Record a preference: category (PREFERENCE_CATEGORIES), key and value (plain text),
+    optional location where it was recorded. Visible at every location of the tenant.
+    Raises ValidationFailed per field; nothing is written then."""
+    errors: dict[str, list] = {}
+    category = _check_choice(errors, data, "category", PREFERENCE_CATEGORIES)
+    key = _plain(errors, data, "key", 60, required=True)
+    value = _plain(errors, data, "value", 255, required=True)
+    location_id = _optional_location(s, errors, data)
+    if errors:
+        raise ValidationFailed(errors)
+    pref = Preference(customer_id=customer.id, category=category, key=key, value=value,
+                      recorded_by_id=recorded_by_id, location_id=location_id, recorded_at=recorded_at)
+    s.add(pref)
+    s.flush()
+    return pref
+
+
+def remove_preference(s: Session, customer: Customer, preference_id: uuid.UUID) -> None:
+    """Remove one of the customer's preferences; NotFound for any other id."""
+    pref = s.get(Preference, (bound_tenant_id(s), preference_id))
+    if pref is None or pref.customer_id != customer.id:
+        raise NotFound("preference")
+    s.delete(pref)
+    s.flush()
+
+
+@dataclass(frozen=True)
+class ContactLogRow:
+    entry: ContactLog
+    staff: str
+    location: Location | None
+
+
+def contact_history(s: Session, customer: Customer, limit: int = 100) -> list[ContactLogRow]:
+    """The customer's contact log, latest first, with the staff member and location."""
+    entries = list(s.scalars(select(ContactLog).where(ContactLog.customer_id == customer.id)
+                             .order_by(ContactLog.occurred_at.desc(), ContactLog.id.desc()).limit(limit)))
+    names = user_names(s, (e.staff_user_id for e in entries))
+    tid = bound_tenant_id(s)
+    locations = {lid: s.get(Location, (tid, lid)) for lid in {e.location_id for e in entries if e.location_id}}
+    return [ContactLogRow(e, names.get(e.staff_user_id, ""), locations.get(e.location_id)) for e in entries]
+
+
+def parse_local_datetime(raw, tz_name: str) -> dt.datetime:
+    """An aware UTC instant from a datetime-local value (2026-03-31T14:30) read in the
+    tenant's time zone, or from an aware datetime. Raises ValueError."""
+    from zoneinfo import ZoneInfo
+
+    if isinstance(raw, dt.datetime):
+        value = raw
+    else:
+        text = str(raw).strip().replace(" ", "T")
+        value = dt.datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=ZoneInfo(tz_name))
+    return value.astimezone(dt.timezone.utc)
+
+
+def log_contact(s: Session, customer: Customer, data: dict, staff_user_id: uuid.UUID | None,
+                now: dt.datetime, tz_name: str) -> ContactLog:
+    """Log a call, visit, message or email: channel, occurred_at (a datetime-local value in
+    the tenant's zone ``tz_name``; empty means ``now``; not after ``now``), outcome, next
+    step, optional location. Raises ValidationFailed per field; nothing is written then."""
+    errors: dict[str, list] = {}
+    channel = _check_choice(errors, data, "channel", CONTACT_CHANNELS)
+    outcome = _plain(errors, data, "outcome", 500)
+    next_step = _plain(errors, data, "next_step", 255)
+    location_id = _optional_location(s, errors, data)
+    raw = data.get("occurred_at")
+    occurred_at = now
+    if raw not in (None, ""):
+        try:
+            occurred_at = parse_local_datetime(raw, tz_name)
+        except ValueError:
+            errors["occurred_at"] = [_l("Enter a date and time such as 2026-03-31 14:30.")]
+        else:
+            # A minute's grace: the form's default is the current minute.
+            if occurred_at > now + dt.timedelta(minutes=1):
+                errors["occurred_at"] = [_l("The time cannot be in the future.")]
+            elif occurred_at.year < 1900:
+                errors["occurred_at"] = [_l("Enter a date and time such as 2026-03-31 14:30.")]
+    if errors:
+        raise ValidationFailed(errors)
+    entry = ContactLog(customer_id=customer.id, channel=channel, occurred_at=occurred_at, outcome=outcome,
+                       next_step=next_step, staff_user_id=staff_user_id, location_id=location_id)
+    s.add(entry)
+    s.flush()
+    return entry
+
+
+# --- the guest card ---------------------------------------------------------------------------
+
+def _anniversary(birthday: dt.date, year: int) -> dt.date:
+    try:
+        return birthday.replace(year=year)
+    except ValueError:  # 29 February in a common year: celebrated on the 28th
+        return dt.date(year, 2, 28)
+
+
+def birthday_this_week(birthday: dt.date | None, as_of: dt.date) -> bool:
+    """Whether the birthday falls in the calendar week (Monday to Sunday) of ``as_of``;
+    a 29 February birthday counts on 28 February in common years."""
+    if birthday is None:
+        return False
+    monday = as_of - dt.timedelta(days=as_of.weekday())
+    sunday = monday + dt.timedelta(days=6)
+    return any(monday <= _anniversary(birthday, year) <= sunday for year in {monday.year, sunday.year})
+
+
+@dataclass(frozen=True)
+class GuestCard:
+    customer: Customer
+    important: bool
+    birthday_this_week: bool
+    preferences: list[PreferenceRow]
+    more_preferences: int
+    last_visit: TransactionRow | None
+
+
+def guest_card(s: Session, customer: Customer, as_of: dt.date) -> GuestCard:
+    """What the front desk needs to greet a customer, as of the tenant's day ``as_of``."""
+    prefs, count = list_preferences(s, customer, CARD_PREFERENCES)
+    return GuestCard(customer=customer, important=customer.classification == "important",
+                     birthday_this_week=birthday_this_week(customer.birthday, as_of),
+                     preferences=prefs, more_preferences=max(0, count - len(prefs)),
+                     last_visit=last_visit(s, customer))
 
 
 # --- transactions ----------------------------------------------------------------------

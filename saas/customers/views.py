@@ -1,4 +1,5 @@
-"""The customer archive: search, customer pages, create and edit, record a transaction."""
+"""The customer archive: search, customer pages, create and edit, record a transaction,
+decision makers, preferences, the contact log, and the front desk's guest card."""
 from __future__ import annotations
 
 import uuid
@@ -11,11 +12,11 @@ from markupsafe import Markup
 from saas import clock, db
 from saas.auth.models import Role
 from saas.customers import services
-from saas.customers.forms import CustomerForm, TransactionForm
+from saas.customers.forms import ContactLogForm, CustomerForm, DecisionMakerForm, PreferenceForm, TransactionForm
 from saas.errors import NotFound, ValidationFailed
 from saas.extensions import htmx
 from saas.formatting import money
-from saas.forms import add_errors
+from saas.forms import add_errors, apply_errors
 from saas.settings import services as settings_services
 from saas.web import access, has_role
 
@@ -69,15 +70,58 @@ def _with_current(entries: list, current_id: uuid.UUID | None) -> list:
         return entries
 
 
+def _members(current_id: uuid.UUID | None = None) -> list:
+    """The tenant's active members, plus the customer's current owner if since deactivated."""
+    s = db.session()
+    members = services.active_members(s)
+    if current_id is not None and not any(u.id == current_id for u in members):
+        from saas.auth.models import User
+
+        user = s.get(User, current_id)
+        if user is not None:
+            members.append(user)
+    return members
+
+
+def _phone_helpers() -> dict:
+    region = g.tenant.country
+    return dict(mask_phone=lambda p: services.mask_phone(p, region),
+                format_phone=lambda p: services.format_phone(p, region))
+
+
+def _customer_form(locations, members, **kwargs) -> CustomerForm:
+    return CustomerForm(locations=locations, members=members, region=g.tenant.country, **kwargs)
+
+
+def _default_location(locations: list, customer=None) -> str:
+    """The location preselected in a form: the only one, else the customer's."""
+    if len(locations) == 1:
+        return str(locations[0].id)
+    if customer is not None and customer.location_id and any(e.id == customer.location_id for e in locations):
+        return str(customer.location_id)
+    return ""
+
+
+def _to_card() -> bool:
+    """Whether a form opened from the guest card returns there (?return=card)."""
+    return request.args.get("return") == "card"
+
+
+def _back(customer):
+    if _to_card():
+        return redirect(url_for("customers.guest_card", customer_id=customer.id), 303)
+    return redirect(url_for("customers.detail", customer_id=customer.id), 303)
+
+
 @bp.route("/customers")
 @access(Role.staff)
 def index():
     query = request.args.get("q", "").strip()[:100]
     page = request.args.get("page", 1, type=int)
-    result = services.search_customers(db.session(), query, page)
+    result = services.search_customers(db.session(), query, page, region=g.tenant.country)
     locations = {e.id: e for e in settings_services.list_entries(db.session(), "locations")}
     context = dict(result=result, q=query, locations=locations, full_phone=has_role(Role.manager),
-                   mask_phone=services.mask_phone, classifications=services.CLASSIFICATIONS)
+                   **_phone_helpers(), classifications=services.CLASSIFICATIONS)
     if htmx and not htmx.boosted and not htmx.history_restore_request:
         return render_template("customers/_rows.html", **context)
     return render_template("customers/index.html", **context)
@@ -87,8 +131,9 @@ def index():
 @access(Role.staff)
 def new():
     s = db.session()
-    form = CustomerForm(locations=_active("locations"))
-    customer = _save_customer(form, lambda values: services.create_customer(s, values))
+    form = _customer_form(_active("locations"), _members())
+    as_of = clock.today(g.tenant.timezone)
+    customer = _save_customer(form, lambda values: services.create_customer(s, values, as_of, g.tenant.country))
     if customer is not None:
         flash(_("Customer %(name)s created.", name=customer.name), "success")
         return redirect(url_for("customers.detail", customer_id=customer.id), 303)
@@ -101,12 +146,34 @@ def new():
 def detail(customer_id: uuid.UUID):
     s = db.session()
     customer = services.get_customer(s, customer_id)
+    return _render_detail(customer)
+
+
+def _render_detail(customer, status: int = 200, preference_form=None, decision_form=None):
+    s = db.session()
     location = None
     if customer.location_id is not None:
         location = settings_services.get_entry(s, "locations", customer.location_id)
-    return render_template("customers/detail.html", customer=customer, location=location,
-                           history=services.transaction_history(s, customer),
-                           classifications=services.CLASSIFICATIONS)
+    locations = _active("locations")
+    if preference_form is None:
+        preference_form = PreferenceForm(locations=locations, formdata=None)
+        preference_form.location_id.data = _default_location(locations, customer)
+    if decision_form is None:
+        decision_form = DecisionMakerForm(region=g.tenant.country, formdata=None)
+    preferences, _count = services.list_preferences(s, customer)
+    owner_name = services.user_names(s, [customer.owner_user_id]).get(customer.owner_user_id, "")
+    return render_template(
+        "customers/detail.html", customer=customer, location=location, owner_name=owner_name,
+        history=services.transaction_history(s, customer), preferences=preferences,
+        contacts=services.contact_history(s, customer), decision_makers=services.list_decision_makers(s, customer),
+        preference_form=preference_form, decision_form=decision_form,
+        **_labels(), **_phone_helpers()), status
+
+
+def _labels() -> dict:
+    return dict(classifications=services.CLASSIFICATIONS, genders=services.GENDERS,
+                company_sizes=services.COMPANY_SIZES, categories=services.PREFERENCE_CATEGORIES,
+                channels=services.CONTACT_CHANNELS)
 
 
 @bp.route("/customers/<uuid:customer_id>/edit", methods=["GET", "POST"])
@@ -115,14 +182,21 @@ def edit(customer_id: uuid.UUID):
     s = db.session()
     customer = services.get_customer(s, customer_id)
     locations = _with_current(_active("locations"), customer.location_id)
+    members = _members(customer.owner_user_id)
     if request.method == "GET":
-        form = CustomerForm(obj=customer, locations=locations)
+        form = _customer_form(locations, members, obj=customer)
         form.location_id.data = str(customer.location_id) if customer.location_id else ""
+        form.owner_user_id.data = str(customer.owner_user_id) if customer.owner_user_id else ""
         form.external_ref.data = customer.external_ref or ""
         form.card_number.data = customer.card_number or ""
+        form.phone.data = services.format_phone(customer.phone, g.tenant.country)
+        form.phone_alt.data = services.format_phone(customer.phone_alt, g.tenant.country)
+        form.tags.data = ", ".join(customer.tags or [])
     else:
-        form = CustomerForm(locations=locations)
-    if _save_customer(form, lambda values: services.update_customer(s, customer, values), customer):
+        form = _customer_form(locations, members)
+    as_of = clock.today(g.tenant.timezone)
+    if _save_customer(form, lambda values: services.update_customer(s, customer, values, as_of, g.tenant.country),
+                      customer):
         flash(_("Changes to %(name)s saved.", name=customer.name), "success")
         return redirect(url_for("customers.detail", customer_id=customer.id), 303)
     status = 422 if request.method == "POST" else 200
@@ -142,12 +216,7 @@ def new_transaction(customer_id: uuid.UUID):
         kind = services.default_kind(s)
         form.kind_id.data = str(kind.id) if kind else ""
         form.occurred_on.data = as_of
-        if customer.location_id and any(e.id == customer.location_id for e in locations):
-            form.location_id.data = str(customer.location_id)
-        elif len(locations) == 1:
-            form.location_id.data = str(locations[0].id)
-        else:
-            form.location_id.data = ""
+        form.location_id.data = _default_location(locations, customer)
         form.department_id.data = ""
     if form.validate_on_submit():
         try:
@@ -156,6 +225,146 @@ def new_transaction(customer_id: uuid.UUID):
             _apply_errors(form, exc)
         else:
             flash(_("Transaction of %(amount)s recorded.", amount=money(tx.amount)), "success")
-            return redirect(url_for("customers.detail", customer_id=customer.id), 303)
+            return _back(customer)
     status = 422 if request.method == "POST" else 200
-    return render_template("customers/transaction_form.html", form=form, customer=customer), status
+    return render_template("customers/transaction_form.html", form=form, customer=customer,
+                           to_card=_to_card()), status
+
+
+# --- decision makers, preferences, contact log --------------------------------------------
+
+def _entry_page(customer, form, title: str, action: str, submit: str, status: int = 200):
+    """A small form page of its own (the guest card's buttons open these; an invalid POST
+    from the customer page answers with it too)."""
+    return render_template("customers/entry_form.html", customer=customer, form=form, title=title,
+                           action=action, submit=submit, to_card=_to_card()), status
+
+
+def _action(endpoint: str, customer) -> str:
+    return url_for(endpoint, customer_id=customer.id, **({"return": "card"} if _to_card() else {}))
+
+
+@bp.route("/customers/<uuid:customer_id>/decision-makers/new", methods=["GET", "POST"])
+@access(Role.staff)
+def new_decision_maker(customer_id: uuid.UUID):
+    s = db.session()
+    customer = services.get_customer(s, customer_id)
+    form = DecisionMakerForm(region=g.tenant.country)
+    if form.validate_on_submit():
+        try:
+            contact = services.add_decision_maker(s, customer, form.values(), g.tenant.country)
+        except ValidationFailed as exc:
+            apply_errors(form, exc)
+        else:
+            flash(_("%(name)s added as a decision maker.", name=contact.name), "success")
+            return _back(customer)
+    status = 422 if request.method == "POST" else 200
+    return _entry_page(customer, form, _("Add a decision maker for %(name)s", name=customer.name),
+                       _action("customers.new_decision_maker", customer), _("Add decision maker"), status)
+
+
+@bp.route("/customers/<uuid:customer_id>/decision-makers/<uuid:contact_id>/delete", methods=["POST"])
+@access(Role.staff)
+def delete_decision_maker(customer_id: uuid.UUID, contact_id: uuid.UUID):
+    s = db.session()
+    customer = services.get_customer(s, customer_id)
+    services.remove_decision_maker(s, customer, contact_id)
+    flash(_("Decision maker removed."), "success")
+    return _back(customer)
+
+
+@bp.route("/customers/<uuid:customer_id>/preferences/new", methods=["GET", "POST"])
+@access(Role.staff)
+def new_preference(customer_id: uuid.UUID):
+    s = db.session()
+    customer = services.get_customer(s, customer_id)
+    locations = _active("locations")
+    form = PreferenceForm(locations=locations)
+    if request.method == "GET":
+        form.location_id.data = _default_location(locations, customer)
+    if form.validate_on_submit():
+        try:
+            pref = services.add_preference(s, customer, form.values(), current_user.id, clock.now_utc())
+        except ValidationFailed as exc:
+            apply_errors(form, exc)
+        else:
+            flash(_("Preference “%(key)s” saved.", key=pref.key), "success")
+            return _back(customer)
+    status = 422 if request.method == "POST" else 200
+    return _entry_page(customer, form, _("Add a preference for %(name)s", name=customer.name),
+                       _action("customers.new_preference", customer), _("Save preference"), status)
+
+
+@bp.route("/customers/<uuid:customer_id>/preferences/<uuid:preference_id>/delete", methods=["POST"])
+@access(Role.staff)
+def delete_preference(customer_id: uuid.UUID, preference_id: uuid.UUID):
+    s = db.session()
+    customer = services.get_customer(s, customer_id)
+    services.remove_preference(s, customer, preference_id)
+    flash(_("Preference removed."), "success")
+    return _back(customer)
+
+
+@bp.route("/customers/<uuid:customer_id>/contact-log/new", methods=["GET", "POST"])
+@access(Role.staff)
+def new_contact_log(customer_id: uuid.UUID):
+    s = db.session()
+    customer = services.get_customer(s, customer_id)
+    locations = _active("locations")
+    form = ContactLogForm(locations=locations)
+    if request.method == "GET":
+        form.location_id.data = _default_location(locations, customer)
+        form.channel.data = "visit" if _to_card() else "call"
+        form.occurred_at.data = _local_now()
+    if form.validate_on_submit():
+        try:
+            services.log_contact(s, customer, form.values(), current_user.id, clock.now_utc(), g.tenant.timezone)
+        except ValidationFailed as exc:
+            apply_errors(form, exc)
+        else:
+            flash(_("Contact logged."), "success")
+            return _back(customer)
+    status = 422 if request.method == "POST" else 200
+    return _entry_page(customer, form, _("Log a contact with %(name)s", name=customer.name),
+                       _action("customers.new_contact_log", customer), _("Log contact"), status)
+
+
+def _local_now():
+    """The current minute in the tenant's time zone, naive (what a datetime-local shows)."""
+    from zoneinfo import ZoneInfo
+
+    return clock.now_utc().astimezone(ZoneInfo(g.tenant.timezone)).replace(tzinfo=None, second=0, microsecond=0)
+
+
+# --- the front desk -------------------------------------------------------------------------
+
+FRONTDESK_RESULTS = 8
+
+
+def _partial() -> bool:
+    return bool(htmx) and not htmx.boosted and not htmx.history_restore_request
+
+
+@bp.route("/frontdesk")
+@access(Role.staff)
+def frontdesk():
+    query = request.args.get("q", "").strip()[:100]
+    result = None
+    if query:
+        result = services.search_customers(db.session(), query, 1, FRONTDESK_RESULTS, region=g.tenant.country)
+    context = dict(q=query, result=result, full_phone=has_role(Role.manager), **_phone_helpers())
+    if _partial():
+        return render_template("customers/_frontdesk_results.html", **context)
+    return render_template("customers/frontdesk.html", card=None, **context)
+
+
+@bp.route("/frontdesk/<uuid:customer_id>")
+@access(Role.staff)
+def guest_card(customer_id: uuid.UUID):
+    s = db.session()
+    customer = services.get_customer(s, customer_id)
+    card = services.guest_card(s, customer, clock.today(g.tenant.timezone))
+    context = dict(card=card, customer=customer, full_phone=has_role(Role.manager), **_labels(), **_phone_helpers())
+    if _partial():
+        return render_template("customers/_guest_card.html", **context)
+    return render_template("customers/frontdesk.html", q="", result=None, **context)

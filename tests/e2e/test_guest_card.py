@@ -1,0 +1,283 @@
+"""The front-desk guest card in a real browser on a 1024x768 tablet.
+
+A staff member logs in, types part of a phone number into the one search box, opens the
+guest card, and sees the greeting, badges and big buttons without scrolling; the page
+does not scroll sideways at 768 px wide; a preference added from the card shows on it.
+Screenshots go to tests/e2e/artifacts/guest-card-*.png.
+
+The server setup follows tests/e2e/test_browser.py: gunicorn in its own process on a
+fresh SQLite database (seeded by a subprocess, for the same reason: the app's extensions
+are module-level singletons).
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import gunicorn
+import pytest
+
+from saas.migrate import upgrade
+from tests.conftest import PASSWORD
+
+pytestmark = pytest.mark.xdist_group("browser")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+TABLET = {"width": 1024, "height": 768}
+PORTRAIT = {"width": 768, "height": 1024}
+STAFF_EMAIL = "frontdesk@example.com"
+
+SEED = textwrap.dedent("""
+    import datetime as dt, sys
+    from decimal import Decimal
+    from sqlalchemy import select
+    from saas import create_app, clock
+    from saas.auth import services as auth
+    from saas.auth.models import Membership, User
+    from saas.customers.models import Customer, Preference, Transaction
+    from saas.db import bind_tenant
+    from saas.settings.models import Location, TransactionKind
+
+    overrides, password, staff_email = eval(sys.argv[1]), sys.argv[2], sys.argv[3]
+    app = create_app(overrides)
+    s = app.extensions["huitou_db"].new_session()
+    tenant, owner = auth.create_tenant(s, name="Harbour Hotel", industry="hotel", owner_name="Li Wei",
+                                       owner_email="owner@example.com", password=password, language="en")
+    s.commit()
+    bind_tenant(s, tenant.id, owner.id)
+    staff = User(email=staff_email, name="Wang Fang", password_hash=auth.hash_password(password),
+                 session_token=auth.new_session_token(), language="en")
+    s.add(staff)
+    s.flush()
+    s.add(Membership(user_id=staff.id, role="staff"))
+    today = clock.today(tenant.timezone)
+    birthday = dt.date(1978, today.month, 28 if (today.month, today.day) == (2, 29) else today.day)
+    guest = Customer(name="王伟", address_as="王先生", phone="+8613800138000", card_number="VIP-0001",
+                     plate_number="沪A12345", classification="important", birthday=birthday,
+                     consent_phone=True, consent_sms=True, company="Harbour Trading Co.")
+    other = Customer(name="王芳", address_as="王女士", phone="+8613900001111")
+    s.add_all([guest, other])
+    s.flush()
+    location = s.scalar(select(Location))
+    kind = s.scalar(select(TransactionKind).where(TransactionKind.is_default.is_(True)))
+    now = clock.now_utc()
+    for i, (cat, key, value) in enumerate([
+            ("room", "Pillow", "Firm, two of them"), ("room", "Floor", "High, away from the lift"),
+            ("food", "Breakfast", "Congee, no coriander"), ("communication", "Contact", "WeChat, not calls"),
+            ("product", "Lotion", "Lavender in the bathroom"), ("other", "Newspaper", "South China Morning Post"),
+            ("food", "Tea", "Longjing")]):
+        s.add(Preference(customer_id=guest.id, category=cat, key=key, value=value, recorded_by_id=owner.id,
+                         location_id=location.id, recorded_at=now - dt.timedelta(days=10 - i)))
+    s.add(Transaction(customer_id=guest.id, kind_id=kind.id, location_id=location.id, staff_user_id=owner.id,
+                      occurred_on=today - dt.timedelta(days=21), amount=Decimal("2560.00"), quantity=2))
+    s.commit()
+    s.close()
+""")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The app on a fresh, migrated and seeded SQLite database, served by gunicorn on
+    loopback. Yields the base URL."""
+    tmp = tmp_path_factory.mktemp("e2e-guest-card")
+    overrides = {
+        "DATABASE_URL": f"sqlite:///{tmp / 'huitou.db'}",
+        "SECRET_KEY": "e2e-not-secret",
+        "TESTING": False,
+        "WTF_CSRF_ENABLED": True,
+    }
+    upgrade(overrides)
+    env = {k: v for k, v in os.environ.items() if k not in ("HUITOU_ENV", "DATABASE_URL", "MIGRATION_DATABASE_URL")}
+    subprocess.run([sys.executable, "-c", SEED, repr(overrides), PASSWORD, STAFF_EMAIL], cwd=ROOT, env=env,
+                   check=True)
+    log_path = tmp / "server.log"
+    cmd = [sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:0", "--workers", "1",
+           "--threads", "4", "--access-logfile", "-", f"saas:create_app({overrides!r})"]
+    if gunicorn.version_info >= (25,):
+        cmd.insert(3, "--no-control-socket")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield _wait_for_server(proc, log_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        (ARTIFACTS / "guest-card-server.log").write_text(log_path.read_text(errors="replace"))
+
+
+def _wait_for_server(proc: subprocess.Popen, log_path: Path) -> str:
+    deadline = time.monotonic() + 30
+    base = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"gunicorn exited with {proc.returncode}:\n{log_path.read_text()}")
+        if base is None:
+            m = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", log_path.read_text())
+            base = m.group(1) if m else None
+        if base is not None:
+            try:
+                with urllib.request.urlopen(base + "/login", timeout=5) as r:
+                    if r.status == 200:
+                        return base
+            except (urllib.error.URLError, OSError):
+                pass
+        time.sleep(0.2)
+    pytest.fail(f"the server did not answer within 30 s:\n{log_path.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: the browser test drives Debian's Chromium. "
+                    "Install it with `make system-deps-test` (or `apt-get install chromium`); "
+                    "never `playwright install`.")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport=TABLET, locale="en-US", timezone_id="Asia/Shanghai", has_touch=True)
+    context.set_default_timeout(10_000)
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield pg
+    context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+class Shots:
+    """Viewport screenshots (what the tablet shows without scrolling), numbered."""
+
+    def __init__(self, page, prefix: str):
+        self.page, self.prefix, self.n = page, prefix, 0
+        for old in ARTIFACTS.glob(f"{prefix}-*.png"):
+            old.unlink()
+
+    def __call__(self, name: str, full_page: bool = False) -> None:
+        self.n += 1
+        self.page.screenshot(path=ARTIFACTS / f"{self.prefix}-{self.n:02d}-{name}.png", full_page=full_page)
+
+
+SMALL_TARGETS_JS = """() => {
+  const root = document;
+  const sel = '.btn, button, select, input:not([type=hidden]):not([type=checkbox]):not([type=radio]), .fd-result, .gc-more';
+  return [...root.querySelectorAll(sel)].filter(el => el.offsetParent !== null).map(el => {
+    const r = el.getBoundingClientRect();
+    return {el: el.outerHTML.slice(0, 80), w: Math.round(r.width), h: Math.round(r.height)};
+  }).filter(x => x.w < 44 || x.h < 44);
+}"""
+
+
+def _bottom(locator) -> float:
+    box = locator.bounding_box()
+    assert box is not None, locator
+    return box["y"] + box["height"]
+
+
+def test_staff_finds_a_guest_and_adds_a_preference_on_a_tablet(page, server):
+    from playwright.sync_api import expect
+
+    shots = Shots(page, "guest-card")
+    page.goto(server + "/login")
+    page.fill("#email", STAFF_EMAIL)
+    page.fill("#password", PASSWORD)
+    page.locator("main button[type=submit]").click()
+    expect(page).to_have_url(re.compile(r"/dashboard$"))
+    expect(page.locator("main")).to_contain_text("Front desk")
+
+    # The front desk is in the menu for every role.
+    page.locator("nav.mainnav").get_by_role("link", name="Front desk").click()
+    expect(page).to_have_url(re.compile(r"/frontdesk$"))
+    search = page.locator("#fd-q")
+    expect(search).to_be_focused()
+    shots("empty")
+
+    # Part of a phone number, typed key by key: active search shows big rows.
+    search.press_sequentially("13800", delay=60)
+    row = page.locator(".fd-result").first
+    expect(row).to_contain_text("王先生")
+    expect(page.locator(".fd-result")).to_have_count(1)
+    expect(page).to_have_url(re.compile(r"/frontdesk\?q=13800$"))
+    assert page.locator(".fd-result").first.bounding_box()["height"] >= 44
+    shots("results")
+
+    # Choosing the row swaps the card in (htmx), with its own address.
+    row.click()
+    expect(page).to_have_url(re.compile(r"/frontdesk/[0-9a-f-]{36}$"))
+    card = page.locator(".guest-card")
+    expect(card).to_be_visible()
+    expect(page.locator(".gc-greeting")).to_have_text("王先生")
+    badges = page.locator(".gc-badges")
+    expect(badges).to_contain_text("Important customer")
+    expect(badges).to_contain_text("Birthday this week")
+    expect(card).to_contain_text("Loyalty programme not active yet")
+    expect(card).to_contain_text("No open complaints")
+    expect(card).to_contain_text("Longjing")  # the latest six preferences
+    expect(card).not_to_contain_text("Firm, two of them")
+    expect(card).to_contain_text("+1 more")
+    expect(card.locator(".gc-last-visit")).to_contain_text("¥2,560.00")
+    buttons = [card.get_by_role("link", name=n) for n in ("Record visit", "Add preference", "Log contact")]
+    shots("card-1024")
+
+    # Everything fits the 768 px tall screen: no scrolling to reach the buttons.
+    for element in [page.locator(".gc-greeting"), badges, *buttons, card]:
+        expect(element).to_be_visible()
+        assert _bottom(element) <= TABLET["height"], (element, _bottom(element))
+    for button in buttons:
+        box = button.bounding_box()
+        assert box["width"] >= 44 and box["height"] >= 44, box
+    small = page.evaluate(SMALL_TARGETS_JS)
+    assert not small, f"touch targets under 44x44 px: {small}"
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+
+    # Portrait (768 px wide): no sideways scrolling.
+    page.set_viewport_size(PORTRAIT)
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth"), \
+        page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    shots("card-768")
+    page.set_viewport_size(TABLET)
+
+    # Without JavaScript's swap (a reload) the same card is a whole page.
+    page.reload()
+    expect(page.locator(".gc-greeting")).to_have_text("王先生")
+    assert _bottom(page.locator(".gc-actions")) <= TABLET["height"]
+
+    # Add a preference from the card; the form returns to the card.
+    page.locator(".guest-card").get_by_role("link", name="Add preference").click()
+    expect(page).to_have_url(re.compile(r"/preferences/new\?return=card$"))
+    page.select_option("#category", "food")
+    page.fill("#key", "Fruit")
+    page.fill("#value", "Mango on arrival")
+    shots("add-preference")
+    page.get_by_role("button", name="Save preference").click()
+    expect(page).to_have_url(re.compile(r"/frontdesk/[0-9a-f-]{36}$"))
+    expect(page.locator(".flash-success")).to_be_visible()
+    expect(page.locator(".gc-prefs")).to_contain_text("Mango on arrival")
+    # The newest is listed first.
+    expect(page.locator(".gc-pref-list li").first).to_contain_text("Mango on arrival")
+    # Even under the flash message the buttons stay on the screen.
+    assert _bottom(page.locator(".gc-actions")) <= TABLET["height"]
+    shots("card-after-preference")
