@@ -289,9 +289,11 @@ def staff():
             flash(_("Invitation created. Send this one-time link to %(email)s.", email=inv.email), "success")
             form = InviteForm(formdata=None)
     status = 422 if form.errors else 200
+    from saas.customers import records
+
     return render_template("auth/staff.html", form=form, members=services.list_members(s),
                            invitations=services.list_invitations(s), new_link=new_link,
-                           action_form=EmptyForm()), status
+                           action_form=EmptyForm(), owned_counts=records.owned_customer_counts(s)), status
 
 
 def _member_action(membership_id: uuid.UUID, apply):
@@ -311,7 +313,15 @@ def _member_action(membership_id: uuid.UUID, apply):
 @bp.route("/settings/staff/<uuid:membership_id>/deactivate", methods=["POST"])
 @access(Role.owner)
 def deactivate_member(membership_id):
-    return _member_action(membership_id, lambda s, m: services.set_member_active(s, m, False, current_user.id))
+    from saas.customers import records
+
+    response = _member_action(membership_id, lambda s, m: services.set_member_active(s, m, False, current_user.id))
+    s = db.session()
+    m = services.get_membership(s, membership_id)
+    # Customers leave with the salesperson unless someone else takes them over: ask now.
+    if not m.active and records.owned_customer_count(s, m.user_id):
+        return redirect(url_for("records.reassign", membership_id=m.id), 303)
+    return response
 
 
 @bp.route("/settings/staff/<uuid:membership_id>/activate", methods=["POST"])
