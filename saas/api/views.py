@@ -263,3 +263,6 @@ def _coded_list(kind: str, singular: str, title: str, extra: dict[str, dict]) ->
 _coded_list("locations", "location", "locations",
             {"address": {"type": "string", "maxLength": 255, "description": "Default empty."}})
 _coded_list("departments", "department", "departments", {})
+
+
+from saas.api import customers  # noqa: E402,F401  (registers its endpoints on bp; imported last)

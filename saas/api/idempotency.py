@@ -1,0 +1,188 @@
+"""Idempotency keys for API writes: a client that retries a request (after a timeout, a
+dropped connection, a crash on its side) gets the first answer again instead of a second
+effect.
+
+A write endpoint opts in with ``@idempotent`` directly above the view, below
+``@access(API)``::
+
+    @api_route("/transactions", ["POST"], "Record a transaction", request_schema=...,
+               params={IDEMPOTENCY_HEADER: IDEMPOTENCY_PARAM}, ...)
+    @access(API)
+    @idempotent
+    def create_transaction(body):
+        ...
+        return transaction_json(tx), 201
+
+and the blueprint calls ``check_keys_first(bp)`` once, so that a missing or malformed key
+is answered 400 before the body is even read.
+
+The rules (as Stripe and the IETF draft "The Idempotency-Key HTTP Header Field" have them):
+
+- The ``Idempotency-Key`` header is required: 400 ``idempotency_key_required`` without
+  it, 400 ``idempotency_key_invalid`` for more than 128 characters or anything but
+  printable ASCII.
+- Keys are per tenant (unique ``(tenant_id, key)`` in ``idempotency_records``).
+- The first successful answer (status < 400) is stored with a hash of the method, the
+  path and the canonical JSON body, in the same transaction as the effect. A retry with
+  the same key and the same request gets that status and body back (with the header
+  ``Idempotent-Replayed: true``) and changes nothing. The same key with another request
+  is 409 ``idempotency_key_reused``.
+- A refused request (422, 404 ...) stores nothing: its transaction is rolled back, so the
+  client may fix the body and retry with the same key.
+- Concurrency: the key is claimed (its row inserted) *before* the view runs. Two requests
+  with the same key cannot both claim it: on PostgreSQL the second insert waits for the
+  first transaction and then meets the unique constraint, whereupon it replays the stored
+  answer; on SQLite write transactions are serialised (BEGIN IMMEDIATE), so the second
+  request finds the committed record at its first look.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import re
+from typing import Any, Callable
+
+from flask import Blueprint, current_app, request
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from saas import db
+from saas.api.spec import ApiError
+from saas.customers.models import IdempotencyRecord
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+MAX_KEY_LENGTH = 128
+_KEY_RE = re.compile(r"^[\x20-\x7e]+$")
+
+# The OpenAPI parameter for ``api_route(params={IDEMPOTENCY_HEADER: IDEMPOTENCY_PARAM})``.
+IDEMPOTENCY_PARAM = {
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+    "description": "A key the client chooses for this request (a UUID is a good choice), at most "
+                   f"{MAX_KEY_LENGTH} printable ASCII characters, unique per tenant. A retry with the "
+                   "same key and the same body returns the first answer (with the header "
+                   "Idempotent-Replayed: true) and changes nothing; the same key with another body "
+                   "answers 409 with the code idempotency_key_reused. A refused request (4xx) is not "
+                   "remembered, so it may be corrected and retried with the same key.",
+}
+
+
+def idempotency_key() -> str:
+    """The request's Idempotency-Key; raises ApiError 400 when it is missing or malformed."""
+    raw = request.headers.get(IDEMPOTENCY_HEADER)
+    key = (raw or "").strip()
+    if not key:
+        raise ApiError(400, "idempotency_key_required",
+                       _l("Send an Idempotency-Key header with a key of your choice for this request "
+                          "(a UUID, for example); a retry with the same key is answered without "
+                          "recording anything twice."))
+    if len(key) > MAX_KEY_LENGTH or not _KEY_RE.match(key):
+        raise ApiError(400, "idempotency_key_invalid",
+                       _l("The Idempotency-Key must be 1 to %(n)s printable ASCII characters.",
+                          n=MAX_KEY_LENGTH))
+    return key
+
+
+def request_hash(body: Any = None, raw: bytes | None = None) -> str:
+    """SHA-256 of the method, the path and the body: the parsed JSON ``body`` in canonical
+    form (sorted keys, no spaces), else the ``raw`` bytes."""
+    if raw is None:
+        payload = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    else:
+        payload = raw
+    h = hashlib.sha256()
+    h.update(f"{request.method}\n{request.path}\n".encode())
+    h.update(payload)
+    return h.hexdigest()
+
+
+def _stored(s: Session, key: str) -> IdempotencyRecord | None:
+    return s.scalar(select(IdempotencyRecord).where(IdempotencyRecord.key == key))
+
+
+def _replay(record: IdempotencyRecord, digest: str):
+    if record.request_hash != digest:
+        raise ApiError(409, "idempotency_key_reused",
+                       _l("This Idempotency-Key was already used for a different request. Use a new "
+                          "key for a new request."))
+    return record.response, record.status_code, {REPLAYED_HEADER: "true"}
+
+
+def _split(rv) -> tuple[Any, int, dict]:
+    """A view's return value as (JSON-ready body, status, headers)."""
+    status, headers = 200, {}
+    if isinstance(rv, tuple):
+        if len(rv) == 3:
+            body, status, headers = rv
+        elif len(rv) == 2:
+            body, status = rv
+        else:
+            raise TypeError("an idempotent view returns body, (body, status) or (body, status, headers)")
+    else:
+        body = rv
+    if not isinstance(status, int):
+        raise TypeError("an idempotent view returns its status as an int")
+    # Exactly what the stored copy will hold, so the first answer and a replay are equal.
+    return json.loads(current_app.json.dumps(body)), status, dict(headers or {})
+
+
+def respond_once(s: Session, key: str, digest: str, produce: Callable[[], Any]):
+    """Answer with ``produce()`` the first time ``key`` is seen in the bound tenant and
+    with the stored answer afterwards (see the module docstring). ``s`` is the request's
+    session; its transaction is committed or rolled back by the request lifecycle."""
+    record = _stored(s, key)
+    if record is not None:
+        return _replay(record, digest)
+    record = IdempotencyRecord(key=key, request_hash=digest, status_code=0, response={})
+    try:
+        with s.begin_nested():
+            s.add(record)
+            s.flush()
+    except IntegrityError:
+        # A concurrent request with this key claimed it first and has committed by now.
+        stored = _stored(s, key)
+        if stored is None:  # pragma: no cover - the claim is only visible once committed
+            raise ApiError(409, "idempotency_key_in_use",
+                           _l("A request with this Idempotency-Key is still being processed. Retry "
+                              "in a moment.")) from None
+        return _replay(stored, digest)
+    body, status, headers = _split(produce())
+    if status < 400:
+        record.status_code = status
+        record.response = body
+        s.flush()
+    # Otherwise the request's transaction is rolled back, and the claim with it.
+    return body, status, headers
+
+
+def idempotent(view: Callable) -> Callable:
+    """Decorator for an API write view: requires an Idempotency-Key and answers retries
+    with the first answer. Put it below ``@access(API)``."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        key = idempotency_key()
+        if "body" in kwargs:
+            digest = request_hash(kwargs["body"])
+        else:
+            digest = request_hash(raw=request.get_data(cache=True))
+        return respond_once(db.session(), key, digest, lambda: view(*args, **kwargs))
+
+    wrapper.huitou_idempotent = True
+    return wrapper
+
+
+def check_keys_first(bp: Blueprint) -> None:
+    """Make ``bp`` answer a missing or malformed Idempotency-Key before anything else of an
+    idempotent endpoint (after authentication, before the body is read)."""
+
+    @bp.before_request
+    def _require_idempotency_key():
+        view = current_app.view_functions.get(request.endpoint)
+        if getattr(view, "huitou_idempotent", False):
+            idempotency_key()
