@@ -10,7 +10,7 @@ WORKERS ?= 2
 # pytest-xdist workers; each runs the suite's share on SQLite and on its own PostgreSQL.
 TEST_WORKERS ?= 2
 
-.PHONY: run test install install-dev system-deps system-deps-test translations demo clean
+.PHONY: run test bench install install-dev system-deps system-deps-test translations demo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ run: system-deps install translations
 ## make test: install the dev dependencies and run the whole suite (SQLite and PostgreSQL)
 test: system-deps-test install-dev translations
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
+
+## make bench: the long benchmarks (never part of make test); results in bench/RESULTS.md.
+## BENCH_ARGS="--size full" for 100 tenants / 1M customers / 10M transactions.
+bench: system-deps install-dev translations
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) instance tests/e2e/artifacts
