@@ -86,8 +86,9 @@ def app(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def owner_engine(app):
-    engine = create_engine(app.config["OWNER_URL"].replace("postgresql://", "postgresql+psycopg://"))
+def cleanup_engine(app):
+    """The schema owner on SQLite, the superuser on PostgreSQL (it may end stray sessions)."""
+    engine = create_engine(app.config["INSPECT_URL"])
     yield engine
     engine.dispose()
 
@@ -99,10 +100,15 @@ def _clean(request):
         yield
         return
     app = request.getfixturevalue("app")
-    engine = request.getfixturevalue("owner_engine")
+    engine = request.getfixturevalue("cleanup_engine")
     yield
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
+            # A transaction a test left open (an unread streamed response, a session not
+            # closed) would block TRUNCATE for ever: end it, the test is over.
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                              "current_database() AND pid <> pg_backend_pid() AND state LIKE 'idle in%'"))
+            conn.execute(text("SET LOCAL lock_timeout = '20s'"))
             conn.execute(text("TRUNCATE tenants, users CASCADE"))
         else:
             for table in reversed(Base.metadata.sorted_tables):

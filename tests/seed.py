@@ -35,6 +35,7 @@ class Seeded:
     tenant: Tenant
     owner: User
     api_key: str
+    customer_ref: str
     only_codes: dict = field(default_factory=dict)   # list kind -> a code only this tenant has
 
 
@@ -79,4 +80,4 @@ def seed_tenant(app, make_tenant, add_member, industry: str = "hotel", tag: str 
         s.commit()
     finally:
         s.close()
-    return Seeded(tenant=tenant, owner=owner, api_key=full, only_codes=only)
+    return Seeded(tenant=tenant, owner=owner, api_key=full, customer_ref=f"REF-{tag}", only_codes=only)

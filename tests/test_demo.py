@@ -115,7 +115,7 @@ def test_demo_history_is_realistic(app, loaded):
             s.close()
 
 
-def test_demo_is_deterministic(app, owner_engine, loaded):
+def test_demo_is_deterministic(app, cleanup_engine, loaded):
     """Loading again from scratch gives the same customers and the same sums."""
     def snapshot():
         out = {}
@@ -131,7 +131,7 @@ def test_demo_is_deterministic(app, owner_engine, loaded):
         return out
 
     first = snapshot()
-    with owner_engine.begin() as conn:
+    with cleanup_engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("TRUNCATE tenants, users CASCADE"))
         else:
