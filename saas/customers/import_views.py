@@ -1,6 +1,285 @@
-"""Importing customers and transactions from CSV/XLSX, and exporting them."""
+"""Importing customers and transactions from CSV/XLSX, and exporting them.
+
+Import: upload (/imports) -> map columns (/imports/<id>/mapping) -> preview with a dry run
+(/imports/<id>/preview) -> run (POST /imports/<id>/run) in a background thread -> status
+page with a progress bar polled by htmx (/imports/<id>, /imports/<id>/progress) -> errors
+as CSV (/imports/<id>/errors.csv). With ``app.config["IMPORTS_RUN_INLINE"]`` the run
+happens inside the request instead of a thread (tests use it).
+
+Export: /customers/export.csv|xlsx (q as in the customer list) and
+/transactions/export.csv|xlsx (from, to, kind, location, q = a customer reference).
+"""
 from __future__ import annotations
 
-from flask import Blueprint
+import threading
+import uuid
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from wtforms import BooleanField, SelectField, ValidationError
+
+from saas import clock, db
+from saas.auth.models import Role
+from saas.customers import imports
+from saas.db import bind_tenant
+from saas.errors import ValidationFailed
+from saas.extensions import htmx
+from saas.forms import add_errors, apply_errors, listed
+from saas.web import access
 
 bp = Blueprint("imports", __name__)
+
+KIND_LABELS = {"customers": _l("Customers"), "transactions": _l("Transactions")}
+STATUS_LABELS = {"uploaded": _l("Not started"), "running": _l("Running"), "done": _l("Done"),
+                 "failed": _l("Not imported")}
+
+
+class UploadForm(FlaskForm):
+    kind = SelectField(_l("What the file holds"), choices=[(k, v) for k, v in KIND_LABELS.items()], **listed())
+    file = FileField(_l("CSV or XLSX file"))
+
+
+class RunForm(FlaskForm):
+    dedupe_by = SelectField(_l("Find existing records by"), **listed())
+    skip_failing = BooleanField(_l("Skip the failing rows and import the rest"))
+
+
+def _column_choice(form, field):
+    # An omitted select means "not in the file"; anything else must be one of the columns.
+    if field.data not in (None, "") and field.data not in {str(c[0]) for c in field.choices or []}:
+        raise ValidationError(_l("Choose one of the listed values."))
+
+
+def _mapping_form(job, data=None):
+    """A form with one select per field of the job's kind: the file's columns to choose."""
+    headers = job.options.get("headers", [])
+    choices = [("", _l("— not in the file —"))] + [(h, h) for h in headers if h]
+
+    class MappingForm(FlaskForm):
+        pass
+
+    for name, spec in imports.FIELDS[job.kind].items():
+        label = _l("%(field)s (required)", field=spec.label) if spec.required else spec.label
+        setattr(MappingForm, name, SelectField(label, choices=choices, validate_choice=False,
+                                               validators=[_column_choice]))
+    return MappingForm(data=data) if data is not None else MappingForm()
+
+
+def _as_of():
+    return clock.today(g.tenant.timezone)
+
+
+def _job(job_id: uuid.UUID, with_content: bool = True):
+    return imports.get_job(db.session(), job_id, with_content)
+
+
+# --- import -----------------------------------------------------------------------------
+
+@bp.route("/imports", methods=["GET", "POST"])
+@access(Role.manager)
+def index():
+    s = db.session()
+    form = UploadForm()
+    if form.validate_on_submit():
+        upload = form.file.data
+        if upload is None or not getattr(upload, "filename", ""):
+            add_errors(form, "file", [_("Choose a file.")])
+        else:
+            content = upload.read(imports.MAX_FILE_BYTES + 1)
+            try:
+                job = imports.create_job(s, form.kind.data, upload.filename, content, current_user.id)
+            except ValidationFailed as exc:
+                s.rollback()
+                apply_errors(form, exc)
+            else:
+                return redirect(url_for("imports.mapping", job_id=job.id), 303)
+    status = 422 if request.method == "POST" else 200
+    return render_template("imports/index.html", form=form, jobs=imports.recent_jobs(s), kinds=KIND_LABELS,
+                           statuses=STATUS_LABELS, kind_codes=_codes("transaction-kinds"),
+                           location_codes=_codes("locations")), status
+
+
+def _codes(kind: str) -> list:
+    from saas.settings import services as settings_services
+
+    return settings_services.list_entries(db.session(), kind)
+
+
+@bp.route("/imports/<uuid:job_id>/mapping", methods=["GET", "POST"])
+@access(Role.manager)
+def mapping(job_id: uuid.UUID):
+    s = db.session()
+    job = _job(job_id)
+    if job.status == "running":
+        return redirect(url_for("imports.job", job_id=job.id), 303)
+    if request.method == "POST":
+        form = _mapping_form(job)
+        if form.validate_on_submit():
+            chosen = {name: getattr(form, name).data or "" for name in imports.FIELDS[job.kind]}
+            try:
+                imports.set_mapping(s, job, chosen)
+            except ValidationFailed as exc:
+                apply_errors(form, exc)
+            else:
+                return redirect(url_for("imports.preview", job_id=job.id), 303)
+        status = 422
+    else:
+        current = job.options.get("mapping", {})
+        form = _mapping_form(job, {name: current.get(name, "") for name in imports.FIELDS[job.kind]})
+        status = 200
+    return render_template("imports/mapping.html", job=job, form=form, kinds=KIND_LABELS,
+                           fields=imports.FIELDS[job.kind]), status
+
+
+def _run_form(job, data=None):
+    form = RunForm(data=data) if data is not None else RunForm()
+    form.dedupe_by.choices = [(k, label) for k, (label, _col) in imports.DEDUPE_CHOICES[job.kind].items()]
+    return form
+
+
+def _render_preview(job, form, status=200):
+    dedupe_by = form.dedupe_by.data if form.dedupe_by.data in imports.DEDUPE_CHOICES[job.kind] \
+        else next(iter(imports.DEDUPE_CHOICES[job.kind]))
+    result = imports.preview(db.session(), job, dedupe_by, _as_of())
+    return render_template("imports/preview.html", job=job, form=form, preview=result, kinds=KIND_LABELS), status
+
+
+@bp.route("/imports/<uuid:job_id>/preview")
+@access(Role.manager)
+def preview(job_id: uuid.UUID):
+    job = _job(job_id)
+    if job.status == "running":
+        return redirect(url_for("imports.job", job_id=job.id), 303)
+    dedupe_by = request.args.get("dedupe_by") or job.options.get("dedupe_by")
+    form = _run_form(job, {"dedupe_by": dedupe_by, "skip_failing": bool(job.options.get("skip_failing"))})
+    return _render_preview(job, form)
+
+
+@bp.route("/imports/<uuid:job_id>/run", methods=["POST"])
+@access(Role.manager)
+def run(job_id: uuid.UUID):
+    s = db.session()
+    job = _job(job_id)
+    form = _run_form(job)
+    if not form.validate_on_submit():
+        return _render_preview(job, form, 422)
+    if not job.options.get("mapping"):
+        return redirect(url_for("imports.mapping", job_id=job.id), 303)
+    if imports.start_job(s, job, form.dedupe_by.data, form.skip_failing.data):
+        # The thread reads the job in its own session: it must see the options and the
+        # running status committed.
+        s.commit()
+        database = db.get_db()
+        args = (database, g.tenant.id, job.id, _as_of())
+        if current_app.config.get("IMPORTS_RUN_INLINE"):
+            imports.run_job(*args)
+        else:
+            threading.Thread(target=imports.run_job, args=args, name=f"import-{job.id}", daemon=True).start()
+    return redirect(url_for("imports.job", job_id=job.id), 303)
+
+
+def _job_context(job):
+    done, total = imports.job_progress(job)
+    percent = 100 if job.status in ("done", "failed") else (int(done * 100 / total) if total else 0)
+    return dict(job=job, done=done, total=total, percent=min(percent, 100), kinds=KIND_LABELS,
+                statuses=STATUS_LABELS, errors=imports.job_errors(job)[:100], error_count=len(job.errors or []))
+
+
+@bp.route("/imports/<uuid:job_id>")
+@access(Role.manager)
+def job(job_id: uuid.UUID):
+    return render_template("imports/job.html", **_job_context(_job(job_id, with_content=False)))
+
+
+@bp.route("/imports/<uuid:job_id>/progress")
+@access(Role.manager)
+def progress(job_id: uuid.UUID):
+    context = _job_context(_job(job_id, with_content=False))
+    if htmx and context["job"].status in ("done", "failed"):
+        # The run ended: show the whole result page (with its counts and errors).
+        resp = Response(status=200)
+        resp.headers["HX-Refresh"] = "true"
+        return resp
+    return render_template("imports/_progress.html", **context)
+
+
+@bp.route("/imports/<uuid:job_id>/errors.csv")
+@access(Role.manager)
+def errors_csv(job_id: uuid.UUID):
+    job = _job(job_id, with_content=False)
+    text = imports.errors_csv(imports.job_errors(job), [_("Row"), _("Column"), _("Message")])
+    name = f"errors-{job.id}.csv"
+    return Response(text, mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="{name}"'})
+
+
+# --- export -----------------------------------------------------------------------------
+
+def _csv_response(export, name: str) -> Response:
+    """Stream ``export(session)``'s rows as CSV. The rows come from a session of their own
+    (bound to the tenant), not the request's: the stream outlives the request, and an
+    abandoned download must not keep a request context or a transaction alive."""
+    s = db.get_db().new_session(read_only=True)
+    bind_tenant(s, g.tenant.id)
+
+    def body():
+        try:
+            for chunk in imports.csv_lines(export(s)):
+                yield chunk.encode("utf-8")
+        finally:
+            s.close()
+
+    return Response(body(), mimetype="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _xlsx_response(rows, name: str, title: str) -> Response:
+    return Response(imports.xlsx_bytes(rows, title),
+                    mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _stamp() -> str:
+    return _as_of().isoformat()
+
+
+@bp.route("/customers/export.csv")
+@access(Role.manager)
+def export_customers_csv():
+    q = (request.args.get("q") or "")[:100]
+    return _csv_response(lambda s: imports.export_customers(s, q), f"customers-{_stamp()}.csv")
+
+
+@bp.route("/customers/export.xlsx")
+@access(Role.manager)
+def export_customers_xlsx():
+    rows = imports.export_customers(db.session(), (request.args.get("q") or "")[:100])
+    return _xlsx_response(rows, f"customers-{_stamp()}.xlsx", "Customers")
+
+
+@bp.route("/transactions/export.csv")
+@access(Role.manager)
+def export_transactions_csv():
+    filters = imports.parse_transaction_filters(db.session(), request.args)   # bad filters: 422 now
+    return _csv_response(lambda s: imports.export_transactions(s, filters), f"transactions-{_stamp()}.csv")
+
+
+@bp.route("/transactions/export.xlsx")
+@access(Role.manager)
+def export_transactions_xlsx():
+    s = db.session()
+    rows = imports.export_transactions(s, imports.parse_transaction_filters(s, request.args))
+    return _xlsx_response(rows, f"transactions-{_stamp()}.xlsx", "Transactions")
