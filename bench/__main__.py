@@ -63,7 +63,7 @@ def render(size: str, m: dict, gen: dict | None, srch: dict | None, imp: dict | 
     out = [f"<!-- run {today.isoformat()} {size} -->", f"## {today.isoformat()} — size `{size}`", ""]
     out.append(f"Machine: {m['platform']}; {m['cpu']}, {m['cores']} cores, {m['ram']} RAM; "
                f"Python {m['python']}, SQLite {m['sqlite']}.")
-    out.append(f"Load average (1/5/15 min) at the start of each step: "
+    out.append("Load average (1/5/15 min) at the start of each step: "
                + "; ".join(f"{k} {v}" for k, v in loads.items())
                + f" (a load above {m['cores']} means other processes competed for the cores and the "
                  "wall-clock figures are inflated; the CPU figures are this process's own time).")

@@ -13,7 +13,6 @@ event and its ``EXPLAIN QUERY PLAN`` printed, with the indexes it uses.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 import statistics

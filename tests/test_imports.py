@@ -6,7 +6,6 @@ import csv
 import datetime as dt
 import io
 import uuid
-from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 

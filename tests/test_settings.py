@@ -15,7 +15,7 @@ from sqlalchemy import select, text
 from saas.auth.models import Tenant
 from saas.errors import ValidationFailed
 from saas.settings import presets, services
-from saas.settings.models import ApiKey, Department, Location, ProgrammeSection, TransactionKind
+from saas.settings.models import Department, Location, TransactionKind
 from tests.conftest import csrf_from, login
 
 FULL_KEY_RE = re.compile(r"htk_[0-9a-f]{32}_[A-Za-z0-9_-]{20,}")
