@@ -549,3 +549,32 @@ def test_new_paths_are_documented_and_answers_match(app, client, hotel):
           client.post("/api/v1/transactions", json=tx_body(), headers=auth(key)).get_json())
     check("/api/v1/customers/{ref}/transactions", "get", 200,
           client.get("/api/v1/customers/PMS-1/transactions", headers=auth(key)).get_json())
+
+
+def test_jobs_tick_expires_old_idempotency_keys_once(app, make_tenant):
+    import datetime as dt
+
+    from sqlalchemy import func, select
+
+    from saas.customers.models import IdempotencyRecord
+    from saas.db import bind_tenant
+
+    tenant, _owner = make_tenant()
+    s = app.extensions["huitou_db"].new_session()
+    bind_tenant(s, tenant.id)
+    old = dt.datetime(2026, 10, 1, 12, tzinfo=dt.timezone.utc)
+    recent = dt.datetime(2026, 11, 20, 12, tzinfo=dt.timezone.utc)
+    s.add_all([IdempotencyRecord(key="old", request_hash="0" * 64, status_code=201, response={}, created_at=old),
+               IdempotencyRecord(key="new", request_hash="0" * 64, status_code=201, response={}, created_at=recent)])
+    s.commit()
+    s.close()
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["jobs", "tick", "--as-of", "2026-11-23"])
+    assert first.exit_code == 0 and "1 expired idempotency keys deleted" in first.output
+    second = runner.invoke(args=["jobs", "tick", "--as-of", "2026-11-23"])
+    assert second.exit_code == 0 and "expired idempotency" not in second.output
+    s = app.extensions["huitou_db"].new_session(read_only=True)
+    bind_tenant(s, tenant.id)
+    assert list(s.scalars(select(IdempotencyRecord.key))) == ["new"]
+    assert s.scalar(select(func.count()).select_from(IdempotencyRecord)) == 1
+    s.close()

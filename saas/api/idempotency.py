@@ -37,6 +37,7 @@ The rules (as Stripe and the IETF draft "The Idempotency-Key HTTP Header Field" 
 """
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import json
@@ -45,13 +46,14 @@ from typing import Any, Callable
 
 from flask import Blueprint, current_app, request
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from saas import db
 from saas.api.spec import ApiError
 from saas.customers.models import IdempotencyRecord
+from saas.jobs import job
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -186,3 +188,16 @@ def check_keys_first(bp: Blueprint) -> None:
         view = current_app.view_functions.get(request.endpoint)
         if getattr(view, "huitou_idempotent", False):
             idempotency_key()
+
+
+# A client retries within minutes or hours; a month is ample, and the table stays small.
+KEEP_DAYS = 30
+
+
+@job("expire-idempotency-keys")
+def expire_idempotency_records(s: Session, as_of: dt.date) -> str | None:
+    """Delete the bound tenant's idempotency records created more than KEEP_DAYS days
+    before ``as_of``. Running it twice for the same day deletes nothing the second time."""
+    cutoff = dt.datetime.combine(as_of - dt.timedelta(days=KEEP_DAYS), dt.time.min, tzinfo=dt.timezone.utc)
+    n = s.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < cutoff)).rowcount
+    return f"{n} expired idempotency keys deleted" if n else None
