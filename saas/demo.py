@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from saas.auth import services as auth_services
 from saas.auth.models import Membership, Role, Tenant, User
+from saas.customers import services as customer_services
 from saas.customers.models import Customer, Transaction
 from saas.db import Database, new_id
 from saas.errors import ValidationFailed
@@ -277,11 +278,16 @@ def _people(rng: random.Random, business: DemoBusiness) -> list[tuple[Person, bo
 
 
 def _phone(rng: random.Random, taken: set[str], company: bool) -> str:
+    """A unique, valid Chinese number in E.164, as the archive stores phones."""
     while True:
         if company:
-            phone = rng.choice(("021", "0755", "020", "0571")) + f"{rng.randint(0, 99_999_999):08d}"
+            typed = rng.choice(("021", "0755", "020", "0571")) + f"{rng.randint(0, 99_999_999):08d}"
         else:
-            phone = rng.choice(MOBILE_PREFIXES) + f"{rng.randint(0, 99_999_999):08d}"
+            typed = rng.choice(MOBILE_PREFIXES) + f"{rng.randint(0, 99_999_999):08d}"
+        try:
+            phone = customer_services.parse_phone(typed, "CN")
+        except ValueError:
+            continue
         if phone not in taken:
             taken.add(phone)
             return phone

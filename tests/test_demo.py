@@ -148,3 +148,18 @@ def test_owner_with_another_password_is_skipped(app, make_tenant):
     assert lines[0].startswith("skipped demo-hotel: This email already has an account")
     assert all(line.startswith("created demo-") for line in lines[1:])
     assert "demo-hotel" not in _all_tenants(app)
+
+
+def test_demo_phones_are_stored_as_e164(app, loaded):
+    """The archive stores phones in E.164; the demo data does the same, so the front desk
+    finds a demo guest by any part of the number staff type."""
+    import re
+
+    for tenant in _all_tenants(app).values():
+        s = app.extensions["huitou_db"].new_session(read_only=True)
+        try:
+            bind_tenant(s, tenant.id)
+            phones = [p for p in s.scalars(select(Customer.phone)) if p]
+        finally:
+            s.close()
+        assert phones and all(re.fullmatch(r"\+86[0-9]{9,11}", p) for p in phones), phones[:5]
