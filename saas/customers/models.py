@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -65,9 +66,14 @@ class Customer(TenantScoped, Base):
         UniqueConstraint("tenant_id", "card_number"),
         ForeignKeyConstraint(["tenant_id", "location_id"], ["locations.tenant_id", "locations.id"]),
         ForeignKeyConstraint(["tenant_id", "merged_into_id"], ["customers.tenant_id", "customers.id"]),
-        Index("ix_customers_tenant_phone", "tenant_id", "phone"),
+        # Covering index for the search by any part of the phone numbers: a scan of this
+        # narrow index instead of the table (and the seek on phone for exact numbers).
+        Index("ix_customers_tenant_phones", "tenant_id", "phone", "phone_alt", "id"),
         Index("ix_customers_tenant_name", "tenant_id", "name"),
+        # The search by the start of the name and by email compare lower(...).
+        Index("ix_customers_tenant_lower_name", "tenant_id", text("lower(name)")),
         Index("ix_customers_tenant_email", "tenant_id", "email"),
+        Index("ix_customers_tenant_lower_email", "tenant_id", text("lower(email)")),
         Index("ix_customers_tenant_plate", "tenant_id", "plate_number"),
         Index("ix_customers_tenant_owner", "tenant_id", "owner_user_id"),
     )

@@ -11,7 +11,7 @@ from decimal import Decimal, InvalidOperation
 
 import phonenumbers
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select, union
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -204,6 +204,19 @@ def normalise_plate(plate: str | None) -> str:
     return re.sub(r"[\s\-·.]", "", (plate or "").replace("\x00", "")).upper()
 
 
+def _next_string(value: str) -> str | None:
+    """The least string greater than every string starting with ``value`` (by code
+    point), or None when there is none."""
+    while value:
+        last = ord(value[-1]) + 1
+        if 0xD800 <= last <= 0xDFFF:
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return value[:-1] + chr(last)
+        value = value[:-1]
+    return None
+
+
 def search_customers(s: Session, query: str = "", page: int = 1, per_page: int = PER_PAGE,
                      region: str | None = None) -> Page:
     """Customers matching ``query`` by any part of the phone numbers (as typed by staff:
@@ -214,21 +227,43 @@ def search_customers(s: Session, query: str = "", page: int = 1, per_page: int =
     query = (query or "").replace("\x00", "").strip()[:100]
     q = select(Customer).where(Customer.merged_into_id.is_(None))
     if query:
-        conditions = [
-            func.lower(Customer.name).startswith(query.lower(), autoescape=True),
-            Customer.card_number == query,
-            Customer.external_ref == query,
-            func.lower(Customer.email) == query.lower(),
+        # One id subquery per kind of match, each able to seek (or scan) its own index;
+        # the OR of them all would scan the tenant's rows.
+        sqlite = s.get_bind().dialect.name == "sqlite"
+
+        def prefix(column, value: str):
+            cond = column.startswith(value, autoescape=True)
+            if sqlite:
+                # A range on the index as well (SQLite does not use an index for LIKE
+                # here); compares code points like LIKE does, so it only narrows.
+                cond = and_(column >= value, cond)
+                upper = _next_string(value)
+                if upper is not None:
+                    cond = and_(column < upper, cond)
+            return cond
+
+        ql = query.lower()
+        matches = [
+            select(Customer.id).where(prefix(func.lower(Customer.name), ql)),
+            select(Customer.id).where(Customer.card_number == query),
+            select(Customer.id).where(Customer.external_ref == query),
+            select(Customer.id).where(func.lower(Customer.email) == ql),
         ]
         plate = normalise_plate(query)
         if plate:
-            conditions.append(Customer.plate_number == plate)
+            matches.append(select(Customer.id).where(Customer.plate_number == plate))
             if len(plate) >= 3:
-                conditions.append(Customer.plate_number.startswith(plate, autoescape=True))
+                matches.append(select(Customer.id).where(prefix(Customer.plate_number, plate)))
         digits = normalise_phone(query)
         if re.fullmatch(r"\+?[0-9]+", digits):
-            conditions += [Customer.phone.contains(digits, autoescape=True),
-                           Customer.phone_alt.contains(digits, autoescape=True)]
+            # Any part of either number: a scan of the narrow covering index
+            # ix_customers_tenant_phones, not of the table.
+            if sqlite:
+                # instr() is a plain substring test, cheaper than LIKE '%...%' per entry.
+                phones = [func.instr(Customer.phone, digits) > 0, func.instr(Customer.phone_alt, digits) > 0]
+            else:
+                phones = [Customer.phone.contains(digits, autoescape=True),
+                          Customer.phone_alt.contains(digits, autoescape=True)]
             prefixes = []
             if digits.startswith("00") and len(digits) > 4:
                 prefixes.append("+" + digits[2:])  # 0044... dialled the international way
@@ -237,14 +272,28 @@ def search_customers(s: Session, query: str = "", page: int = 1, per_page: int =
                 code = phonenumbers.country_code_for_region(region or tenant_country(s))
                 if code:
                     prefixes.append(f"+{code}{digits[1:]}")
-            for prefix in prefixes:
-                conditions += [Customer.phone.startswith(prefix, autoescape=True),
-                               Customer.phone_alt.startswith(prefix, autoescape=True)]
-        q = q.where(or_(*conditions))
+            for p in prefixes:
+                phones += [Customer.phone.startswith(p, autoescape=True),
+                           Customer.phone_alt.startswith(p, autoescape=True)]
+            matches.append(select(Customer.id).where(or_(*phones)))
+        q = q.where(Customer.id.in_(union(*matches)))
+    ordered = q.order_by(Customer.name, Customer.id)
+    page = max(1, page)
+    if query:
+        # The page and the count in one pass over the matches (a window count), rather
+        # than evaluating the search twice; a count only for a page past the end.
+        # Sorts narrow (id, name) rows; the page's customers are loaded afterwards.
+        rows = s.execute(ordered.with_only_columns(Customer.id, func.count().over())
+                         .offset((page - 1) * per_page).limit(per_page)).all()
+        if rows or page == 1:
+            total = rows[0][1] if rows else 0
+            items = list(s.scalars(select(Customer).where(Customer.id.in_([r[0] for r in rows]))
+                                   .order_by(Customer.name, Customer.id))) if rows else []
+            return Page(items=items, total=total, page=page, per_page=per_page)
     total = s.scalar(select(func.count()).select_from(q.subquery()))
     pages = max(1, -(-total // per_page))
-    page = min(max(1, page), pages)
-    items = list(s.scalars(q.order_by(Customer.name, Customer.id).offset((page - 1) * per_page).limit(per_page)))
+    page = min(page, pages)
+    items = list(s.scalars(ordered.offset((page - 1) * per_page).limit(per_page)))
     return Page(items=items, total=total, page=page, per_page=per_page)
 
 
