@@ -131,7 +131,8 @@ def plan_verdict(line: str) -> str | None:
     op, _, index, cond = m.groups()
     if op == "SCAN":
         return f"full scan{' via ' + index if index else ''}"
-    cols = [c.split("=")[0].split(">")[0].split("<")[0].strip() for c in (cond or "").split(" AND ")]
+    # "tenant_id=?", "plate_number>?", "<expr>>?" (an expression index such as lower(name))
+    cols = [m.group(1) for c in (cond or "").split(" AND ") if (m := re.match(r"\s*(<expr>|\w+)", c))]
     if [c for c in cols if c and c != "tenant_id"]:
         return f"index seek {index} ({cond})"
     return f"scan of the tenant's rows via {index} (only tenant_id=? used)"
