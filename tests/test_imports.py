@@ -612,3 +612,32 @@ def test_staff_may_not_import_or_export(hotel, add_member, client):
     for method, url in ALL_ROUTES:
         r = client.open(url.format(id=uuid.uuid4()), method=method, data={})
         assert r.status_code == 403, (method, url)
+
+
+def test_jobs_tick_fails_imports_interrupted_by_a_restart(app, make_tenant):
+    """An import still "running" a day after it started lost its thread: the daily tick
+    marks it failed (once), so it can be run again; a recent one is left alone."""
+    from saas.customers.models import ImportJob
+    from saas.db import bind_tenant
+
+    tenant, _owner = make_tenant()
+    s = app.extensions["huitou_db"].new_session()
+    bind_tenant(s, tenant.id)
+    s.add_all([
+        ImportJob(kind="customers", filename="old.csv", content=b"x", status="running",
+                  created_at=dt.datetime(2026, 11, 21, 9, tzinfo=dt.timezone.utc)),
+        ImportJob(kind="customers", filename="new.csv", content=b"x", status="running",
+                  created_at=dt.datetime(2026, 11, 22, 23, tzinfo=dt.timezone.utc)),
+    ])
+    s.commit()
+    s.close()
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["jobs", "tick", "--as-of", "2026-11-23"])
+    assert first.exit_code == 0 and "1 interrupted imports marked failed" in first.output
+    second = runner.invoke(args=["jobs", "tick", "--as-of", "2026-11-23"])
+    assert "interrupted imports" not in second.output
+    s = app.extensions["huitou_db"].new_session(read_only=True)
+    bind_tenant(s, tenant.id)
+    assert dict(s.execute(select(ImportJob.filename, ImportJob.status)).all()) == {
+        "old.csv": "failed", "new.csv": "running"}
+    s.close()

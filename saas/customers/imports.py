@@ -56,6 +56,7 @@ from saas.clock import now_utc
 from saas.customers.models import AuditEntry, Customer, ImportJob, ImportMapping, Transaction
 from saas.db import bind_tenant, bound_tenant_id, new_id
 from saas.errors import NotFound, ValidationFailed
+from saas import jobs
 from saas.settings.models import Department, Location, TransactionKind
 
 log = logging.getLogger("huitou.imports")
@@ -1359,6 +1360,28 @@ def _write_progress(database, tenant_id, job_id, done: int) -> None:
         log.warning("could not record the progress of import job %s", job_id, exc_info=True)
     finally:
         s.close()
+
+
+# An import takes seconds to minutes; one still "running" a day later lost its process
+# (a worker restart ends the daemon thread) and must be startable again.
+STALE_AFTER = dt.timedelta(days=1)
+
+
+@jobs.job("fail-stale-imports")
+def fail_stale_imports(s: Session, as_of: dt.date) -> str | None:
+    """Mark the bound tenant's imports that started more than a day before ``as_of`` and
+    are still running as failed (nothing of them was written: an import is one
+    transaction), so they can be run again. Idempotent."""
+    cutoff = dt.datetime.combine(as_of, dt.time.min, tzinfo=dt.timezone.utc) - STALE_AFTER
+    stale = list(s.scalars(select(ImportJob).where(ImportJob.status == "running", ImportJob.created_at < cutoff)))
+    for job_row in stale:
+        job_row.status = "failed"
+        job_row.finished_at = now_utc()
+        job_row.errors = [RowError(0, "", _l("The import was interrupted (the server restarted); nothing was "
+                                             "imported. Run it again.")).as_dict()]
+        job_row.options = {**(job_row.options or {}), "failure": "interrupted"}
+    s.flush()
+    return f"{len(stale)} interrupted imports marked failed" if stale else None
 
 
 def _mark_failed(database, tenant_id, job_id, exc: Exception) -> None:
