@@ -321,34 +321,37 @@ class TransactionHistory:
     total: Decimal
 
 
+def _transaction_rows(s: Session, customer: Customer, limit: int) -> list[TransactionRow]:
+    """The customer's latest transactions, newest first, with kind, location, department."""
+    txs = list(s.scalars(select(Transaction).where(Transaction.customer_id == customer.id)
+                         .order_by(Transaction.occurred_on.desc(), Transaction.created_at.desc(),
+                                   Transaction.id.desc())
+                         .limit(limit)))
+    if not txs:
+        return []
+    kinds = {k.id: k for k in s.scalars(select(TransactionKind).where(
+        TransactionKind.id.in_({t.kind_id for t in txs})))}
+    locations = _locations_by_id(s, (t.location_id for t in txs))
+    dept_ids = {t.department_id for t in txs if t.department_id}
+    departments = ({d.id: d for d in s.scalars(select(Department).where(Department.id.in_(dept_ids)))}
+                   if dept_ids else {})
+    return [TransactionRow(t, kinds.get(t.kind_id), locations.get(t.location_id), departments.get(t.department_id))
+            for t in txs]
+
+
 def transaction_history(s: Session, customer: Customer, limit: int = RECENT_TRANSACTIONS) -> TransactionHistory:
     """The customer's latest transactions (newest first, at most ``limit``) with the count
     and the sum of all of them."""
-    amounts = list(s.scalars(select(Transaction.amount).where(Transaction.customer_id == customer.id)))
-    total = sum((Decimal(a) for a in amounts), Decimal("0.00")).quantize(Decimal("0.01"))
-    txs = s.scalars(select(Transaction).where(Transaction.customer_id == customer.id)
-                    .order_by(Transaction.occurred_on.desc(), Transaction.created_at.desc(), Transaction.id.desc())
-                    .limit(limit))
-    kinds = {k.id: k for k in s.scalars(select(TransactionKind))}
-    locations = {x.id: x for x in s.scalars(select(Location))}
-    departments = {x.id: x for x in s.scalars(select(Department))}
-    rows = [TransactionRow(t, kinds.get(t.kind_id), locations.get(t.location_id), departments.get(t.department_id))
-            for t in txs]
-    return TransactionHistory(rows=rows, count=len(amounts), total=total)
+    count, total = s.execute(select(func.count(Transaction.id), func.coalesce(func.sum(Transaction.amount), 0))
+                             .where(Transaction.customer_id == customer.id)).one()
+    return TransactionHistory(rows=_transaction_rows(s, customer, limit), count=count,
+                              total=Decimal(total).quantize(Decimal("0.01")))
 
 
 def last_visit(s: Session, customer: Customer) -> TransactionRow | None:
     """The customer's latest transaction with its kind, location and department."""
-    t = s.scalars(select(Transaction).where(Transaction.customer_id == customer.id)
-                  .order_by(Transaction.occurred_on.desc(), Transaction.created_at.desc(), Transaction.id.desc())
-                  .limit(1)).first()
-    if t is None:
-        return None
-    tid = bound_tenant_id(s)
-    kind = s.get(TransactionKind, (tid, t.kind_id))
-    location = s.get(Location, (tid, t.location_id)) if t.location_id else None
-    department = s.get(Department, (tid, t.department_id)) if t.department_id else None
-    return TransactionRow(t, kind, location, department)
+    rows = _transaction_rows(s, customer, 1)
+    return rows[0] if rows else None
 
 
 def active_members(s: Session) -> list[User]:
@@ -695,13 +698,27 @@ def add_decision_maker(s: Session, customer: Customer, data: dict, region: str |
     return contact
 
 
+def _remove_entry(s: Session, model, customer: Customer, entry_id: uuid.UUID) -> None:
+    """Delete one row of ``model`` that belongs to the customer; NotFound for any other id
+    (another customer's, another tenant's, or none)."""
+    entry = s.get(model, (bound_tenant_id(s), entry_id))
+    if entry is None or entry.customer_id != customer.id:
+        raise NotFound(model.__tablename__)
+    s.delete(entry)
+    s.flush()
+
+
+def _locations_by_id(s: Session, ids) -> dict[uuid.UUID, Location]:
+    """The bound tenant's locations with these ids, in one query."""
+    ids = {i for i in ids if i}
+    if not ids:
+        return {}
+    return {loc.id: loc for loc in s.scalars(select(Location).where(Location.id.in_(ids)))}
+
+
 def remove_decision_maker(s: Session, customer: Customer, contact_id: uuid.UUID) -> None:
     """Remove one of the customer's decision makers; NotFound for any other id."""
-    contact = s.get(CustomerContact, (bound_tenant_id(s), contact_id))
-    if contact is None or contact.customer_id != customer.id:
-        raise NotFound("decision maker")
-    s.delete(contact)
-    s.flush()
+    _remove_entry(s, CustomerContact, customer, contact_id)
 
 
 @dataclass(frozen=True)
@@ -721,8 +738,7 @@ def list_preferences(s: Session, customer: Customer, limit: int | None = None) -
         q = q.limit(limit)
     prefs = list(s.scalars(q))
     names = user_names(s, (p.recorded_by_id for p in prefs))
-    tid = bound_tenant_id(s)
-    locations = {lid: s.get(Location, (tid, lid)) for lid in {p.location_id for p in prefs if p.location_id}}
+    locations = _locations_by_id(s, (p.location_id for p in prefs))
     rows = [PreferenceRow(p, names.get(p.recorded_by_id, ""), locations.get(p.location_id)) for p in prefs]
     return rows, count
 
@@ -748,11 +764,7 @@ def add_preference(s: Session, customer: Customer, data: dict, recorded_by_id: u
 
 def remove_preference(s: Session, customer: Customer, preference_id: uuid.UUID) -> None:
     """Remove one of the customer's preferences; NotFound for any other id."""
-    pref = s.get(Preference, (bound_tenant_id(s), preference_id))
-    if pref is None or pref.customer_id != customer.id:
-        raise NotFound("preference")
-    s.delete(pref)
-    s.flush()
+    _remove_entry(s, Preference, customer, preference_id)
 
 
 @dataclass(frozen=True)
@@ -767,8 +779,7 @@ def contact_history(s: Session, customer: Customer, limit: int = 100) -> list[Co
     entries = list(s.scalars(select(ContactLog).where(ContactLog.customer_id == customer.id)
                              .order_by(ContactLog.occurred_at.desc(), ContactLog.id.desc()).limit(limit)))
     names = user_names(s, (e.staff_user_id for e in entries))
-    tid = bound_tenant_id(s)
-    locations = {lid: s.get(Location, (tid, lid)) for lid in {e.location_id for e in entries if e.location_id}}
+    locations = _locations_by_id(s, (e.location_id for e in entries))
     return [ContactLogRow(e, names.get(e.staff_user_id, ""), locations.get(e.location_id)) for e in entries]
 
 
