@@ -149,6 +149,12 @@ def make_tenant(app):
 
 
 @pytest.fixture
+def hotel(make_tenant):
+    """A hotel tenant from its preset and its owner: (tenant, owner)."""
+    return make_tenant("hotel")
+
+
+@pytest.fixture
 def add_member(app):
     """add_member(tenant, role) -> user, a committed active member with PASSWORD."""
     from saas.auth import services as auth_services
@@ -182,21 +188,65 @@ def login(client, email: str, password: str = PASSWORD, remember: bool = False):
     return client.post("/login", data=data)
 
 
-@pytest.fixture
-def tenant_session(app):
-    """tenant_session(tenant) -> a session bound to that tenant (closed after the test)."""
+def _session_factory(app, read_only: bool):
     sessions = []
 
     def factory(tenant):
-        s = app.extensions["huitou_db"].new_session(read_only=True)
+        s = app.extensions["huitou_db"].new_session(read_only=read_only)
         bind_tenant(s, tenant.id)
         sessions.append(s)
         return s
 
+    return factory, sessions
+
+
+@pytest.fixture
+def tenant_session(app):
+    """tenant_session(tenant) -> a session bound to that tenant for reading (closed after
+    the test)."""
+    factory, sessions = _session_factory(app, read_only=True)
     yield factory
     for s in sessions:
         s.rollback()
         s.close()
+
+
+@pytest.fixture
+def write_session(app):
+    """write_session(tenant) -> a session bound to the tenant for service calls; commit
+    yourself (closed after the test)."""
+    factory, sessions = _session_factory(app, read_only=False)
+    yield factory
+    for s in sessions:
+        s.rollback()
+        s.close()
+
+
+@pytest.fixture
+def make_customer(write_session):
+    """make_customer(tenant, **fields) -> Customer, committed."""
+    from saas.customers.models import Customer
+
+    def factory(tenant, **fields):
+        s = write_session(tenant)
+        fields.setdefault("name", "Test Customer")
+        c = Customer(**fields)
+        s.add(c)
+        s.commit()
+        return c
+
+    return factory
+
+
+def assert_error(r, status: int, code: str | None = None) -> dict:
+    """The response is a JSON API error with this status (and code); returns the error."""
+    assert r.status_code == status, r.text
+    assert r.mimetype == "application/json"
+    err = r.get_json()["error"]
+    assert err["message"]
+    if code:
+        assert err["code"] == code
+    return err
 
 
 def csrf_from(html: str) -> str:

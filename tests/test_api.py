@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from saas.settings import services
 from saas.settings.models import Department, Location
+from tests.conftest import assert_error
 
 
 @pytest.fixture
@@ -36,16 +37,6 @@ def entries(app, tenant, model) -> dict[str, tuple]:
         return {e.code: (e.name_zh, e.name_en, e.active) for e in s.scalars(select(model))}
     finally:
         s.close()
-
-
-def assert_error(r, status: int, code: str | None = None) -> dict:
-    assert r.status_code == status, r.text
-    assert r.mimetype == "application/json"
-    err = r.get_json()["error"]
-    assert err["message"]
-    if code:
-        assert err["code"] == code
-    return err
 
 
 # --- authentication ----------------------------------------------------------------------

@@ -16,7 +16,7 @@ from saas.auth.models import Membership
 from saas.customers.models import Customer, IdempotencyRecord, Transaction
 from saas.settings import services as settings_services
 from saas.settings.models import TransactionKind
-
+from tests.conftest import assert_error
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -60,16 +60,6 @@ def count(app, tenant, model) -> int:
         return s.scalar(select(func.count()).select_from(model))
     finally:
         s.close()
-
-
-def assert_error(r, status: int, code: str | None = None) -> dict:
-    assert r.status_code == status, r.text
-    assert r.mimetype == "application/json"
-    err = r.get_json()["error"]
-    assert err["message"]
-    if code:
-        assert err["code"] == code
-    return err
 
 
 def create(client, key, **body):

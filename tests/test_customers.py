@@ -15,25 +15,6 @@ from saas.settings.models import Department, Location, TransactionKind
 from tests.conftest import login
 
 
-@pytest.fixture
-def make_customer(tenant_session):
-    """make_customer(tenant, **fields) -> Customer, committed."""
-    def factory(tenant, **fields):
-        s = tenant_session(tenant)
-        fields.setdefault("name", "Test Customer")
-        c = Customer(**fields)
-        s.add(c)
-        s.commit()
-        return c
-    return factory
-
-
-@pytest.fixture
-def hotel(make_tenant):
-    tenant, owner = make_tenant("hotel")
-    return tenant, owner
-
-
 def _ids(tenant_session, tenant):
     s = tenant_session(tenant)
     kind = s.scalar(select(TransactionKind).where(TransactionKind.is_default.is_(True)))

@@ -12,7 +12,6 @@ from saas.customers.models import Customer, Preference, Transaction
 from saas.customers.services import birthday_this_week
 from saas.settings.models import Location, TransactionKind
 from tests.conftest import login
-from tests.test_customers import hotel, make_customer  # noqa: F401  (fixtures)
 
 
 # --- birthday this week: the calendar week (Monday to Sunday) of as_of --------------------
@@ -44,7 +43,7 @@ def test_birthday_this_week(birthday, as_of, expected):
 # --- the front desk ---------------------------------------------------------------------
 
 @pytest.fixture
-def guest(hotel, make_customer, tenant_session):  # noqa: F811
+def guest(hotel, make_customer, tenant_session):
     tenant, owner = hotel
     c = make_customer(tenant, name="王伟", address_as="王先生", phone="+8613800138000", card_number="VIP-0001",
                       plate_number="沪A12345", classification="important", consent_sms=True)

@@ -44,11 +44,6 @@ def csv_bytes(rows: list[list], encoding: str = "utf-8", delimiter: str = ",") -
 
 
 @pytest.fixture
-def hotel(make_tenant):
-    return make_tenant("hotel")
-
-
-@pytest.fixture
 def run_import(app):
     """run_import(tenant, kind, filename, content, mapping, **options) -> ImportResult,
     committed in a session of its own (as the background job does)."""

@@ -14,42 +14,11 @@ from sqlalchemy import func, select
 from saas.auth.models import Membership
 from saas.customers import records
 from saas.customers.models import AuditEntry, ContactLog, Customer, CustomerContact, Preference, Transaction
-from saas.db import bind_tenant
 from saas.errors import NotFound, ValidationFailed
 from saas.settings.models import TransactionKind
 from tests.conftest import login
 
 NOW = dt.datetime(2026, 3, 1, 9, 30, tzinfo=dt.timezone.utc)
-
-
-@pytest.fixture
-def write_session(app):
-    """write_session(tenant) -> a session bound to the tenant for service calls; commit yourself."""
-    sessions = []
-
-    def factory(tenant):
-        s = app.extensions["huitou_db"].new_session()
-        bind_tenant(s, tenant.id)
-        sessions.append(s)
-        return s
-
-    yield factory
-    for s in sessions:
-        s.rollback()
-        s.close()
-
-
-@pytest.fixture
-def make_customer(write_session):
-    """make_customer(tenant, **fields) -> Customer, committed."""
-    def factory(tenant, **fields):
-        s = write_session(tenant)
-        fields.setdefault("name", "Test Customer")
-        c = Customer(**fields)
-        s.add(c)
-        s.commit()
-        return c
-    return factory
 
 
 @pytest.fixture
@@ -69,11 +38,6 @@ def add_history(write_session):
         s.add(CustomerContact(customer_id=customer.id, name=f"Buyer {tag}", role="采购经理", phone="13900000000"))
         s.commit()
     return factory
-
-
-@pytest.fixture
-def hotel(make_tenant):
-    return make_tenant("hotel")
 
 
 @pytest.fixture
