@@ -268,3 +268,25 @@ def test_language_is_per_user_and_defaults_to_tenant(app, client, make_tenant, a
     login(other, staff.email)
     assert 'lang="zh-CN"' in other.get("/dashboard").text  # the tenant's language
     assert client.post("/language", data={"lang": "fr"}).status_code == 400
+
+
+def test_a_new_member_is_welcomed_in_the_businesss_language(app, client, make_tenant):
+    """The welcome after joining speaks the tenant's language, not the browser's: the
+    locale is picked again once the new member is logged in."""
+    _tenant, owner = make_tenant(name="海景酒店", language="zh_CN")
+    login(client, owner.email)
+    client.post("/settings/staff", data={"email": "new@example.com", "role": "staff"})
+    path = _link(app, r"http://localhost/invite/\S+").replace("http://localhost", "")
+    client.post("/logout")
+    guest = app.test_client()  # its browser asks for English
+    r = guest.post(path, data={"name": "Mei", "password": PASSWORD}, follow_redirects=True)
+    assert r.status_code == 200
+    assert "欢迎加入“海景酒店”。" in html.unescape(r.text)
+
+
+def test_a_new_owner_is_welcomed_in_the_language_chosen_at_sign_up(client):
+    """The sign-up page was rendered in the browser's English; the welcome after it speaks
+    the Chinese the owner chose (the locale is picked again at login)."""
+    r = client.post("/signup", data={**GOOD, "language": "zh_CN"}, follow_redirects=True)
+    assert r.status_code == 200
+    assert "欢迎！已按“酒店”行业模板为您的商户完成初始设置。" in html.unescape(r.text)

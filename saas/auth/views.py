@@ -33,7 +33,7 @@ from saas.auth.forms import (
     ResetPasswordForm,
     SignupForm,
 )
-from saas.auth.models import Role, User
+from saas.auth.models import Role, Tenant, User
 from saas.errors import ValidationFailed
 from saas.extensions import limiter, login_manager
 from saas.formatting import locale_code
@@ -60,12 +60,15 @@ def _start_session(user: User, remember: bool, tenant_id: uuid.UUID | None = Non
     if lang:
         flask_session["lang"] = lang
     login_user(user, remember=remember)
-    if tenant_id is not None:
-        flask_session["tenant_id"] = str(tenant_id)
-    else:
+    if tenant_id is None:
         memberships = services.active_memberships(db.session(), user.id)
         if len(memberships) == 1:
-            flask_session["tenant_id"] = str(memberships[0][0].tenant_id)
+            tenant_id = memberships[0][0].tenant_id
+    if tenant_id is not None:
+        flask_session["tenant_id"] = str(tenant_id)
+        g.tenant = db.session().get(Tenant, tenant_id)
+    # The rest of this request (its flash messages) speaks the new user's language.
+    refresh()
 
 
 def _safe_next(target: str | None) -> str | None:
@@ -95,7 +98,6 @@ def signup():
             if user.language is None:
                 user.language = form.language.data
             _start_session(user, remember=False, tenant_id=tenant.id)
-            refresh()  # speak the new owner's language from here on
             flash(_("Welcome! Your business is set up from the %(industry)s preset.",
                     industry=dict(form.industry.choices)[tenant.industry]), "success")
             return redirect(url_for("dashboard.index"), 303)
@@ -361,7 +363,6 @@ def accept_invitation(token: str):
     inv = services.open_invitation(s, tid, iid) if tid else None
     if inv is None:
         return render_template("auth/invitation_invalid.html"), 404
-    from saas.auth.models import Tenant
 
     tenant = s.get(Tenant, inv.tenant_id)
     existing = services.find_user(s, inv.email)
@@ -375,8 +376,6 @@ def accept_invitation(token: str):
             if current_user.is_authenticated:
                 logout_user()
             _start_session(user, remember=False, tenant_id=tenant.id)
-            g.tenant = tenant
-            refresh()  # the new member's language (the tenant's, until they choose)
             flash(_("Welcome to %(name)s.", name=tenant.name), "success")
             return redirect(url_for("dashboard.index"), 303)
     status = 422 if request.method == "POST" else 200
