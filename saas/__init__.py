@@ -67,6 +67,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     from saas.customers.records_views import bp as records_bp
     from saas.customers.views import bp as customers_bp
     from saas.dashboard.views import bp as dashboard_bp
+    from saas.loyalty.web import bp as loyalty_bp
     from saas.settings.views import bp as settings_bp
 
     app.register_blueprint(auth_bp)
@@ -75,6 +76,7 @@ def create_app(overrides: dict | None = None) -> Flask:
     app.register_blueprint(customers_bp)
     app.register_blueprint(records_bp)
     app.register_blueprint(imports_bp)
+    app.register_blueprint(loyalty_bp)
     app.register_blueprint(api_bp)
     csrf.exempt(api_bp)
 

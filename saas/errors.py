@@ -8,13 +8,15 @@ class ValidationFailed(Exception):
     Messages are lazy gettext strings, so they render in the user's language.
     """
 
-    def __init__(self, errors: dict[str, list]):
+    def __init__(self, errors: dict[str, list], code: str = "validation_failed"):
         super().__init__(errors)
         self.errors = errors
+        # The machine-readable reason the API answers with (e.g. "insufficient_points").
+        self.code = code
 
     @classmethod
-    def one(cls, field: str, message) -> "ValidationFailed":
-        return cls({field: [message]})
+    def one(cls, field: str, message, code: str = "validation_failed") -> "ValidationFailed":
+        return cls({field: [message]}, code)
 
 
 class NotFound(Exception):

@@ -49,3 +49,85 @@ def enable_rls(op, table: str, extra_read: str | None = None) -> None:
     op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
     op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
     op.execute(f"CREATE POLICY tenant_isolation ON {table} USING ({using}) WITH CHECK ({TENANT_PREDICATE})")
+
+
+def append_only(op, table: str) -> None:
+    """Make the database itself refuse UPDATE and DELETE on ``table`` (the ledger).
+
+    A TRUNCATE (PostgreSQL) and dropping the triggers (SQLite) stay possible for whoever
+    owns the schema: the app role may do neither.
+    """
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            "CREATE OR REPLACE FUNCTION huitou_refuse_change() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP "
+            "USING ERRCODE = 'insufficient_privilege'; END $$"
+        )
+        op.execute(f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
+                   "FOR EACH ROW EXECUTE FUNCTION huitou_refuse_change()")
+    else:
+        for action in ("UPDATE", "DELETE"):
+            op.execute(f"CREATE TRIGGER {table}_no_{action.lower()} BEFORE {action} ON {table} "
+                       f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: {action} refused'); END")
+
+
+def drop_append_only(op, table: str) -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
+    else:
+        for action in ("update", "delete"):
+            op.execute(f"DROP TRIGGER IF EXISTS {table}_no_{action}")
+
+
+# The index of any part of the customers' phone numbers on SQLite: an FTS5 table with the
+# trigram tokenizer over customers.phone and customers.phone_alt ("external content": it
+# stores only the index and reads the numbers from customers by rowid), kept in step by
+# triggers on every INSERT, UPDATE OF phone/phone_alt and DELETE — the ORM, the importer's
+# bulk statements and the benchmark generator alike. PostgreSQL uses pg_trgm GIN indexes
+# on the same columns instead (declared in saas/customers/models.py).
+#
+# SQLite drops a table's triggers with the table: a later migration that makes Alembic
+# recreate ``customers`` (batch mode "move and copy", e.g. to change a column type) must
+# call drop_phone_search(op) before and create_phone_search(op) after it, which also
+# rebuilds the index (the copy may renumber the rowids). tests/test_search.py checks that
+# the triggers exist and the index is consistent after all migrations.
+PHONE_SEARCH_TABLE = "customer_phone_search"
+_PHONE_SEARCH_TRIGGERS = {
+    "customers_phone_search_insert":
+        "AFTER INSERT ON customers BEGIN "
+        "INSERT INTO customer_phone_search(rowid, phone, phone_alt) VALUES (new.rowid, new.phone, new.phone_alt); "
+        "END",
+    "customers_phone_search_update":
+        "AFTER UPDATE OF phone, phone_alt ON customers "
+        "WHEN old.phone IS NOT new.phone OR old.phone_alt IS NOT new.phone_alt BEGIN "
+        "INSERT INTO customer_phone_search(customer_phone_search, rowid, phone, phone_alt) "
+        "VALUES ('delete', old.rowid, old.phone, old.phone_alt); "
+        "INSERT INTO customer_phone_search(rowid, phone, phone_alt) VALUES (new.rowid, new.phone, new.phone_alt); "
+        "END",
+    "customers_phone_search_delete":
+        "AFTER DELETE ON customers BEGIN "
+        "INSERT INTO customer_phone_search(customer_phone_search, rowid, phone, phone_alt) "
+        "VALUES ('delete', old.rowid, old.phone, old.phone_alt); "
+        "END",
+}
+
+
+def create_phone_search(op) -> None:
+    """Create (SQLite) the trigram index of the customers' phone numbers and its triggers,
+    and fill it from the rows already there. A no-op on other databases."""
+    if op.get_bind().dialect.name != "sqlite":
+        return
+    op.execute(f"CREATE VIRTUAL TABLE {PHONE_SEARCH_TABLE} USING fts5(phone, phone_alt, content='customers', "
+               "content_rowid='rowid', tokenize='trigram')")
+    for name, body in _PHONE_SEARCH_TRIGGERS.items():
+        op.execute(f"CREATE TRIGGER {name} {body}")
+    op.execute(f"INSERT INTO {PHONE_SEARCH_TABLE}({PHONE_SEARCH_TABLE}) VALUES ('rebuild')")
+
+
+def drop_phone_search(op) -> None:
+    """Drop (SQLite) the trigram index of the phone numbers and its triggers."""
+    if op.get_bind().dialect.name != "sqlite":
+        return
+    for name in _PHONE_SEARCH_TRIGGERS:
+        op.execute(f"DROP TRIGGER IF EXISTS {name}")
+    op.execute(f"DROP TABLE IF EXISTS {PHONE_SEARCH_TABLE}")

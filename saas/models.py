@@ -12,4 +12,5 @@ from saas.customers.models import (  # noqa: F401
     Transaction,
 )
 from saas.db import Base  # noqa: F401
+from saas.loyalty.models import LedgerEntry, LotAllocation, LoyaltyAccount, Referral, Reward  # noqa: F401
 from saas.settings.models import ApiKey, Department, Location, ProgrammeSection, TransactionKind  # noqa: F401

@@ -206,7 +206,7 @@ def register_lifecycle(app: Flask) -> None:
     def _validation(exc):
         if wants_json():
             details = {k: [str(m) for m in v] for k, v in exc.errors.items()}
-            return json_error(422, "validation_failed", _("The request has invalid values."), details)
+            return json_error(422, exc.code, _("The request has invalid values."), details)
         return _render_error(422, "; ".join(str(m) for v in exc.errors.values() for m in v))
 
     @app.errorhandler(Exception)

@@ -111,8 +111,15 @@ def _clean(request):
             conn.execute(text("SET LOCAL lock_timeout = '20s'"))
             conn.execute(text("TRUNCATE tenants, users CASCADE"))
         else:
+            # The ledger's append-only triggers refuse DELETE: set them aside meanwhile.
+            triggers = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                                         "AND sql LIKE '%append-only%'")).all()
+            for name, _sql in triggers:
+                conn.execute(text(f'DROP TRIGGER "{name}"'))
             for table in reversed(Base.metadata.sorted_tables):
                 conn.execute(table.delete())
+            for _name, sql in triggers:
+                conn.execute(text(sql))
     app.extensions.pop("outbox", None)
     with app.app_context():
         limiter.reset()

@@ -211,7 +211,7 @@ def _body_errors(exc: ValidationFailed, extra: dict[str, list] | None = None) ->
     errors: dict[str, list] = {}
     for field, messages in list(exc.errors.items()) + list((extra or {}).items()):
         errors.setdefault(_BODY_FIELDS.get(field, field), []).extend(messages)
-    return ValidationFailed(errors)
+    return ValidationFailed(errors, exc.code)
 
 
 def _amount_text(amount) -> str:

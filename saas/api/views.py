@@ -266,3 +266,4 @@ _coded_list("departments", "department", "departments", {})
 
 
 from saas.api import customers  # noqa: E402,F401  (registers its endpoints on bp; imported last)
+from saas.api import loyalty  # noqa: E402,F401  (the loyalty endpoints)

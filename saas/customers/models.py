@@ -70,8 +70,19 @@ class Customer(TenantScoped, Base):
         # narrow index instead of the table (and the seek on phone for exact numbers).
         Index("ix_customers_tenant_phones", "tenant_id", "phone", "phone_alt", "id"),
         Index("ix_customers_tenant_name", "tenant_id", "name"),
-        # The search by the start of the name and by email compare lower(...).
-        Index("ix_customers_tenant_lower_name", "tenant_id", text("lower(name)")),
+        # The search by the start of the name compares lower(name), and lists customers in
+        # the order of this index (lower(name), name, id): a page is read in index order and
+        # a count of the matches never touches the table (merged_into_id is here too).
+        Index("ix_customers_tenant_lower_name", "tenant_id", text("lower(name)"), "name", "id", "merged_into_id"),
+        # The search by the start of the other number (+44..., a trunk prefix 021...).
+        Index("ix_customers_tenant_phone_alt", "tenant_id", "phone_alt"),
+        # Any part of the phone numbers on PostgreSQL: trigram indexes (pg_trgm, migration
+        # 0004); SQLite has the FTS5 trigram table customer_phone_search instead.
+        Index("ix_customers_phone_trgm", "phone", postgresql_using="gin",
+              postgresql_ops={"phone": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
+        Index("ix_customers_phone_alt_trgm", "phone_alt", postgresql_using="gin",
+              postgresql_ops={"phone_alt": "gin_trgm_ops"}).ddl_if(dialect="postgresql"),
+        # The search by email compares lower(email).
         Index("ix_customers_tenant_email", "tenant_id", "email"),
         Index("ix_customers_tenant_lower_email", "tenant_id", text("lower(email)")),
         Index("ix_customers_tenant_plate", "tenant_id", "plate_number"),
@@ -198,6 +209,10 @@ class Transaction(TenantScoped, Base):
     external_id: Mapped[str | None] = mapped_column(String(64))
     note: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=now_utc)
+    # A refunded or cancelled transaction: its points were reversed on that day.
+    reversed_on: Mapped[dt.date | None] = mapped_column(Date)
+    reversed_by_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("users.id"))
+    reverse_reason: Mapped[str] = mapped_column(String(255), default="", server_default="")
     __table_args__ = (
         UniqueConstraint("tenant_id", "external_id"),
         ForeignKeyConstraint(["tenant_id", "customer_id"], ["customers.tenant_id", "customers.id"]),

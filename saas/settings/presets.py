@@ -9,11 +9,10 @@ from pathlib import Path
 from flask_babel import lazy_gettext as _l
 
 from saas.config import ROOT
+from saas.loyalty.programme import Programme, ProgrammeError
 
 PRESET_DIR = ROOT / "tenants"
 PROGRAMME_SECTIONS = ("loyalty", "churn", "surveys", "targets")
-TIER_MEASURES = ("points_earned", "spend", "visits")
-EVALUATION_WINDOWS = ("rolling_12_months", "calendar_year")
 
 
 def preset_path(industry: str) -> Path:
@@ -51,38 +50,13 @@ def validate_section(section: str, data, department_codes: set[str]) -> list:
     """Check one programme section; returns the list of problems (empty when valid)."""
     errors: list = []
     if section == "loyalty":
-        if not isinstance(data, dict):
-            return [_l("The loyalty section must be a table.")]
-        _decimal(data.get("points_per_currency_unit"), errors, _l("Points per currency unit"), Decimal(0))
-        if data.get("tier_measure") not in TIER_MEASURES:
-            errors.append(_l("Tier measure must be one of: %(values)s.", values=", ".join(TIER_MEASURES)))
-        if data.get("evaluation_window") not in EVALUATION_WINDOWS:
-            errors.append(_l("Evaluation window must be one of: %(values)s.", values=", ".join(EVALUATION_WINDOWS)))
-        _int(data.get("expiry_months"), errors, _l("Expiry months"))
-        _int(data.get("pending_days"), errors, _l("Pending days"))
-        tiers = data.get("tiers")
-        if not isinstance(tiers, list) or not tiers:
-            errors.append(_l("At least one tier is needed."))
-            return errors
-        last = -1
-        codes = set()
-        for i, tier in enumerate(tiers, 1):
-            what = _l("Tier %(n)s", n=i)
-            if not isinstance(tier, dict):
-                errors.append(_l("%(what)s must be a table.", what=what))
-                continue
-            for key in ("code", "name_zh", "name_en"):
-                _text(tier, key, errors, what)
-            if tier.get("code") in codes:
-                errors.append(_l("%(what)s repeats the code %(code)s.", what=what, code=tier.get("code")))
-            codes.add(tier.get("code"))
-            _int(tier.get("threshold"), errors, what)
-            _decimal(tier.get("multiplier", "1"), errors, what, Decimal(0))
-            t = tier.get("threshold")
-            if isinstance(t, int) and not isinstance(t, bool):
-                if t <= last:
-                    errors.append(_l("Tier thresholds must rise from one tier to the next."))
-                last = t
+        try:
+            programme = Programme.from_data(data)
+        except ProgrammeError as exc:
+            return list(exc.problems)
+        for dept in programme.category_multipliers:
+            if dept not in department_codes:
+                errors.append(_l("Category multipliers name an unknown department: %(code)s.", code=dept))
     elif section == "churn":
         if not isinstance(data, dict):
             return [_l("The churn section must be a table.")]

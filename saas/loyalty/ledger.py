@@ -1,0 +1,541 @@
+"""The rules that write the loyalty ledger. See saas/loyalty/models.py for the books.
+
+Every write locks the customer's account first: on PostgreSQL ``SELECT ... FOR NO KEY
+UPDATE`` of the customer row (it exists before the account does, so two first awards
+cannot both create the account; NO KEY leaves the key-share locks of inserts that
+reference the customer alone), on SQLite the write transaction is already exclusive
+(``BEGIN IMMEDIATE``, see saas/db.py). Under that lock the balance is read, checked and
+changed, so two tablets redeeming the same balance cannot both succeed.
+
+Every function takes the business date ``as_of``; none reads the clock.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.orm import Session, aliased
+
+from saas.auth.models import Role
+from saas.clock import now_utc
+from saas.customers.models import Customer, Transaction
+from saas.db import new_id
+from saas.errors import NotFound, ValidationFailed
+from saas.loyalty.models import LOT_KINDS, LedgerEntry, LotAllocation, LoyaltyAccount, Referral, Reward
+from saas.loyalty.programme import MAX_POINTS, Programme, add_months
+
+EXPIRY_NOTICE_DAYS = 90
+
+
+# --- reading the books ------------------------------------------------------------------
+
+@dataclass
+class Lot:
+    entry: LedgerEntry
+    remaining: int
+
+    def valid_on(self, day: dt.date) -> bool:
+        return self.entry.expires_on is None or day < self.entry.expires_on
+
+    def redeemable_on(self, day: dt.date) -> bool:
+        return self.valid_on(day) and (self.entry.available_on or self.entry.occurred_on) <= day
+
+
+def _lot_order(lot: Lot):
+    e = lot.entry
+    return (e.expires_on is None, e.expires_on or dt.date.max, e.occurred_on, e.id)
+
+
+def lots(s: Session, customer_id: uuid.UUID) -> list[Lot]:
+    """The customer's lots with what is left of each, soonest expiring first."""
+    entries = s.scalars(select(LedgerEntry).where(
+        LedgerEntry.customer_id == customer_id, LedgerEntry.kind.in_(LOT_KINDS), LedgerEntry.points > 0)).all()
+    used = dict(s.execute(select(LotAllocation.lot_id, func.sum(LotAllocation.points))
+                          .where(LotAllocation.customer_id == customer_id).group_by(LotAllocation.lot_id)).all())
+    return sorted((Lot(e, e.points - int(used.get(e.id) or 0)) for e in entries), key=_lot_order)
+
+
+def debts(s: Session, customer_id: uuid.UUID) -> list[tuple[LedgerEntry, int]]:
+    """Debits not (yet) covered by any lot, oldest first, with the uncovered points."""
+    debits = s.scalars(select(LedgerEntry).where(LedgerEntry.customer_id == customer_id, LedgerEntry.points < 0)
+                       .order_by(LedgerEntry.occurred_on, LedgerEntry.id)).all()
+    if not debits:
+        return []
+    covered = dict(s.execute(select(LotAllocation.entry_id, func.sum(LotAllocation.points))
+                             .where(LotAllocation.customer_id == customer_id).group_by(LotAllocation.entry_id)).all())
+    out = []
+    for d in debits:
+        left = -d.points - int(covered.get(d.id) or 0)
+        if left > 0:
+            out.append((d, left))
+    return out
+
+
+def account(s: Session, customer_id: uuid.UUID) -> LoyaltyAccount | None:
+    return s.scalar(select(LoyaltyAccount).where(LoyaltyAccount.customer_id == customer_id))
+
+
+def ledger_sum(s: Session, customer_id: uuid.UUID) -> int:
+    return int(s.scalar(select(func.coalesce(func.sum(LedgerEntry.points), 0))
+                        .where(LedgerEntry.customer_id == customer_id)))
+
+
+# --- writing ----------------------------------------------------------------------------
+
+def lock_account(s: Session, customer_id: uuid.UUID) -> LoyaltyAccount:
+    """The customer's account, locked for this transaction (created on first use)."""
+    if s.connection().dialect.name == "postgresql":
+        s.execute(select(Customer.id).where(Customer.id == customer_id).with_for_update(key_share=True))  # FOR NO KEY UPDATE
+        acc = s.scalar(select(LoyaltyAccount).where(LoyaltyAccount.customer_id == customer_id).with_for_update())
+    else:
+        acc = account(s, customer_id)
+    if acc is None:
+        acc = LoyaltyAccount(customer_id=customer_id, balance=0, tier_code="")
+        s.add(acc)
+        s.flush()
+    return acc
+
+
+def _post(s: Session, acc: LoyaltyAccount, kind: str, points: int, on: dt.date, **fields) -> LedgerEntry:
+    entry = LedgerEntry(id=new_id(), customer_id=acc.customer_id, kind=kind, points=points, occurred_on=on,
+                        **fields)
+    s.add(entry)
+    acc.balance += points
+    acc.updated_at = now_utc()
+    return entry
+
+
+def _allocate(s: Session, acc: LoyaltyAccount, entry: LedgerEntry, lot: Lot, points: int) -> None:
+    s.add(LotAllocation(customer_id=acc.customer_id, entry_id=entry.id, lot_id=lot.entry.id, points=points))
+    lot.remaining -= points
+
+
+def _take(s: Session, acc: LoyaltyAccount, debit: LedgerEntry, need: int, pool: list[Lot], on: dt.date,
+          redeemable_only: bool = False) -> int:
+    """Cover ``need`` points of ``debit`` from ``pool`` in its order; returns what is left."""
+    for lot in pool:
+        if need <= 0:
+            break
+        if lot.remaining <= 0 or not (lot.redeemable_on(on) if redeemable_only else lot.valid_on(on)):
+            continue
+        take = min(need, lot.remaining)
+        _allocate(s, acc, debit, lot, take)
+        need -= take
+    return need
+
+
+def _credit(s: Session, acc: LoyaltyAccount, programme: Programme, kind: str, points: int, on: dt.date,
+            pending: bool = True, **fields) -> LedgerEntry:
+    """A new lot; when the account owed points, the lot pays that debt first."""
+    owed = acc.balance < 0
+    entry = _post(s, acc, kind, points, on, available_on=programme.available_on(on) if pending else on,
+                  expires_on=programme.expires_on(on), **fields)
+    if owed:
+        s.flush()
+        settle_debts(s, acc, on)
+    return entry
+
+
+def settle_debts(s: Session, acc: LoyaltyAccount, on: dt.date) -> None:
+    """Pay uncovered debits from the lots that have points left (soonest expiring first)."""
+    owed = debts(s, acc.customer_id)
+    if not owed:
+        return
+    pool = lots(s, acc.customer_id)
+    for debit, left in owed:
+        _take(s, acc, debit, left, pool, on)
+
+
+def _refuse(field: str, message, code: str):
+    raise ValidationFailed.one(field, message, code)
+
+
+def _existing(s: Session, key: str | None) -> LedgerEntry | None:
+    if not key:
+        return None
+    return s.scalar(select(LedgerEntry).where(LedgerEntry.idempotency_key == key))
+
+
+# --- tiers ------------------------------------------------------------------------------
+
+def qualifying_value(s: Session, programme: Programme, customer_id: uuid.UUID, start: dt.date, end: dt.date):
+    """What counts towards tiers between ``start`` and ``end`` (both included): points
+    earned (not reversed), spend or number of visits (transactions not reversed)."""
+    if programme.tier_measure == "points_earned":
+        rev = aliased(LedgerEntry)
+        return int(s.scalar(select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
+            LedgerEntry.customer_id == customer_id, LedgerEntry.kind == "earn",
+            LedgerEntry.occurred_on >= start, LedgerEntry.occurred_on <= end,
+            ~exists().where(rev.reverses_id == LedgerEntry.id, rev.tenant_id == LedgerEntry.tenant_id))))
+    measure = func.sum(Transaction.amount) if programme.tier_measure == "spend" else func.count(Transaction.id)
+    value = s.scalar(select(func.coalesce(measure, 0)).where(
+        Transaction.customer_id == customer_id, Transaction.reversed_on.is_(None),
+        Transaction.occurred_on >= start, Transaction.occurred_on <= end))
+    return Decimal(value) if programme.tier_measure == "spend" else int(value)
+
+
+@dataclass
+class TierState:
+    index: int
+    since: dt.date | None
+    review_on: dt.date | None
+    changes: list = field(default_factory=list)  # (day, from_index, to_index)
+
+
+def tier_state(programme: Programme, code: str, since: dt.date | None, review_on: dt.date | None,
+               value_in_window, as_of: dt.date) -> TierState:
+    """The tier as of ``as_of``, from the stored one: every review due by then keeps the
+    tier or lowers it by one level (to what the value still earns, never lower); then an
+    upgrade as soon as a higher threshold is met. ``value_in_window(end)`` is the
+    qualifying value in the window ending on ``end``."""
+    state = TierState(programme.tier_index(code), since, review_on)
+    while state.index >= 0 and state.review_on is not None and state.review_on <= as_of:
+        day = state.review_on
+        value = value_in_window(day - dt.timedelta(days=1))
+        tier = programme.tiers[state.index]
+        if value < tier.retention_threshold:
+            new = max(state.index - 1, programme.qualified_index(value))
+            if new < state.index:
+                state.changes.append((day, state.index, new))
+                state.index, state.since = new, day
+        state.review_on = programme.next_review(day)
+    reached = programme.qualified_index(value_in_window(as_of))
+    if reached > state.index:
+        state.changes.append((as_of, state.index, reached))
+        state.index, state.since, state.review_on = reached, as_of, programme.next_review(as_of)
+    if state.index < 0:
+        state.since = state.review_on = None
+    return state
+
+
+def _tier_state(s: Session, programme: Programme, customer_id: uuid.UUID, acc: LoyaltyAccount | None,
+                as_of: dt.date) -> TierState:
+    def value(end):
+        start, _ = programme.window(end)
+        return qualifying_value(s, programme, customer_id, start, end)
+    if acc is None:
+        return tier_state(programme, "", None, None, value, as_of)
+    return tier_state(programme, acc.tier_code, acc.tier_since, acc.tier_review_on, value, as_of)
+
+
+def refresh_tier(s: Session, programme: Programme, acc: LoyaltyAccount, as_of: dt.date) -> bool:
+    """Store the tier as of ``as_of`` on the (locked) account; True when it changed."""
+    state = _tier_state(s, programme, acc.customer_id, acc, as_of)
+    code = programme.tiers[state.index].code if state.index >= 0 else ""
+    changed = (code, state.since, state.review_on) != (acc.tier_code, acc.tier_since, acc.tier_review_on)
+    if changed:
+        acc.tier_code, acc.tier_since, acc.tier_review_on = code, state.since, state.review_on
+        acc.updated_at = now_utc()
+    return changed
+
+
+# --- earning ------------------------------------------------------------------------------
+
+@dataclass
+class Award:
+    points: int
+    entries: list
+    balance: int
+    tier_code: str
+
+
+def award_for_transaction(s: Session, programme: Programme, tx: Transaction, customer: Customer,
+                          kind_code: str, location_code: str, department_code: str,
+                          staff_user_id: uuid.UUID | None, as_of: dt.date) -> Award:
+    """Credit what ``tx`` earns (once: the entries carry keys made from its id), the
+    birthday-month bonus and the referral rewards it triggers; then upgrade the tier."""
+    acc = lock_account(s, customer.id)
+    refresh_tier(s, programme, acc, as_of)
+    entries = []
+    earning = programme.earn(tx.amount, tx.quantity, kind_code, tx.occurred_on, location_code, department_code,
+                             acc.tier_code)
+    on = tx.occurred_on
+
+    def credit(target: LoyaltyAccount, points: int, key: str, reason: str, detail: dict) -> None:
+        if points > 0 and _existing(s, key) is None:
+            entries.append(_credit(s, target, programme, "earn", points, on, transaction_id=tx.id,
+                                   staff_user_id=staff_user_id, idempotency_key=key, reason=reason, detail=detail))
+
+    credit(acc, earning.points, f"txn:{tx.id}:earn", "", earning.detail)
+    if programme.birthday_bonus and customer.birthday and customer.birthday.month == on.month:
+        credit(acc, programme.birthday_bonus, f"birthday:{customer.id}:{on.year}", "birthday",
+               {"bonus": programme.birthday_bonus})
+    if programme.referrer_points or programme.referred_points:
+        ref = s.scalar(select(Referral).where(Referral.customer_id == customer.id))
+        keys = (f"referral:{customer.id}:referred", f"referral:{customer.id}:referrer")
+        if ref is not None and all(_existing(s, k) is None for k in keys):
+            credit(acc, programme.referred_points, keys[0], "referral", {})
+            if programme.referrer_points:
+                credit(lock_account(s, ref.referrer_id), programme.referrer_points, keys[1], "referral",
+                       {"referred": str(customer.id)})
+    s.flush()
+    refresh_tier(s, programme, acc, as_of)
+    return Award(sum(e.points for e in entries if e.customer_id == customer.id), entries, acc.balance,
+                 acc.tier_code)
+
+
+# --- reversing a transaction ----------------------------------------------------------------
+
+def reverse_transaction(s: Session, programme: Programme, tx: Transaction, staff_user_id: uuid.UUID | None,
+                        reason: str, as_of: dt.date) -> list[LedgerEntry]:
+    """Undo what ``tx`` earned (for every customer it credited), taking the points from
+    the lot they made, then from other lots; what was already spent becomes debt."""
+    if tx.reversed_on is not None:
+        _refuse("transaction", _l("This transaction was already reversed on %(day)s.", day=tx.reversed_on),
+                "already_reversed")
+    reason = (reason or "").strip()
+    if len(reason) > 255:
+        _refuse("reason", _l("At most %(n)s characters.", n=255), "validation_failed")
+    earned = s.scalars(select(LedgerEntry).where(LedgerEntry.transaction_id == tx.id, LedgerEntry.kind == "earn",
+                                                 LedgerEntry.points > 0)
+                       .order_by(LedgerEntry.customer_id, LedgerEntry.id)).all()
+    out = []
+    for customer_id in sorted({e.customer_id for e in earned}):
+        acc = lock_account(s, customer_id)
+        pool = lots(s, customer_id)
+        for e in (e for e in earned if e.customer_id == customer_id):
+            rev = _post(s, acc, "reverse", -e.points, as_of, transaction_id=tx.id, reverses_id=e.id,
+                        staff_user_id=staff_user_id, reason=reason, idempotency_key=f"reverse:{e.id}")
+            own = [lot for lot in pool if lot.entry.id == e.id]
+            left = _take(s, acc, rev, e.points, own, dt.date.min)  # its own lot, expired or not
+            _take(s, acc, rev, left, pool, as_of)
+            out.append(rev)
+    tx.reversed_on = as_of
+    tx.reversed_by_id = staff_user_id
+    tx.reverse_reason = reason
+    s.flush()
+    return out
+
+
+# --- redeeming ----------------------------------------------------------------------------------
+
+def reward_available(reward: Reward, as_of: dt.date, location_code: str = "") -> bool:
+    return (reward.active and (reward.active_from is None or reward.active_from <= as_of)
+            and (reward.active_until is None or as_of <= reward.active_until)
+            and (not reward.location_codes or not location_code or location_code in reward.location_codes)
+            and (reward.stock is None or reward.stock > 0))
+
+
+def _points(raw, field: str = "points") -> int:
+    if isinstance(raw, bool):
+        raw = None
+    if isinstance(raw, str):
+        raw = raw.strip().replace(",", "")
+        raw = int(raw) if raw.lstrip("-").isdigit() else None
+    if not isinstance(raw, int):
+        _refuse(field, _l("Enter a whole number of points."), "validation_failed")
+    if not -MAX_POINTS <= raw <= MAX_POINTS:
+        _refuse(field, _l("Enter a number of points up to %(n)s.", n=f"{MAX_POINTS:,}"), "validation_failed")
+    return raw
+
+
+def redeem(s: Session, programme: Programme, customer: Customer, as_of: dt.date, *, points=None,
+           reward: Reward | None = None, staff_user_id: uuid.UUID | None = None, note: str = "",
+           location_code: str = "", idempotency_key: str | None = None) -> LedgerEntry:
+    """Spend points on a reward of the catalogue or as payment. Refused (422) when the
+    account owes points, when the redeemable balance is short, or the reward cannot be
+    had; the check and the debit happen under the account lock."""
+    note = (note or "").strip()
+    if len(note) > 255:
+        _refuse("note", _l("At most %(n)s characters.", n=255), "validation_failed")
+    if reward is None:
+        points = _points(points)
+        if points <= 0:
+            _refuse("points", _l("Enter a number of points above zero."), "validation_failed")
+        if points < programme.min_redeem_points:
+            _refuse("points", _l("At least %(n)s points can be used at a time.", n=programme.min_redeem_points),
+                    "below_minimum")
+    previous = _existing(s, idempotency_key)
+    if previous is not None:
+        return previous
+    acc = lock_account(s, customer.id)
+    if reward is not None:
+        if not reward_available(reward, as_of, location_code):
+            _refuse("reward", _l("This reward cannot be redeemed now (inactive, out of stock or not at this "
+                                 "location)."), "reward_unavailable")
+        points = reward.points_cost
+    pool = lots(s, customer.id)
+    owed = sum(left for _, left in debts(s, customer.id))
+    if acc.balance < 0 or owed:
+        _refuse("points", _l("The account owes %(n)s points (a refunded purchase): nothing can be redeemed "
+                             "until it is paid back.", n=f"{max(owed, -acc.balance):,}"), "negative_balance")
+    redeemable = sum(lot.remaining for lot in pool if lot.remaining > 0 and lot.redeemable_on(as_of))
+    if redeemable < points:
+        _refuse("points", _l("Not enough points: %(have)s can be redeemed, %(need)s are needed.",
+                             have=f"{redeemable:,}", need=f"{points:,}"), "insufficient_points")
+    if reward is not None and reward.stock is not None:
+        taken = s.execute(update(Reward).where(Reward.id == reward.id, Reward.stock > 0)
+                          .values(stock=Reward.stock - 1).execution_options(synchronize_session="fetch"))
+        if taken.rowcount != 1:
+            _refuse("reward", _l("This reward is out of stock."), "reward_unavailable")
+    entry = _post(s, acc, "redeem", -points, as_of, reward_id=reward.id if reward else None,
+                  cash_value=None if reward else programme.points_value(points), staff_user_id=staff_user_id,
+                  reason=note, idempotency_key=idempotency_key,
+                  detail={"location": location_code} if location_code else {})
+    left = _take(s, acc, entry, points, pool, as_of, redeemable_only=True)
+    assert left == 0, "redeemable balance checked above"
+    s.flush()
+    return entry
+
+
+def void_redemption(s: Session, programme: Programme, entry: LedgerEntry, staff_user_id: uuid.UUID | None,
+                    reason: str, as_of: dt.date) -> LedgerEntry:
+    """Undo a redemption: exactly the lots it took get their points back."""
+    if entry.kind != "redeem":
+        raise NotFound("redemption")
+    reason = (reason or "").strip()
+    if len(reason) > 255:
+        _refuse("reason", _l("At most %(n)s characters.", n=255), "validation_failed")
+    acc = lock_account(s, entry.customer_id)
+    if _existing(s, f"void:{entry.id}") is not None:
+        _refuse("redemption", _l("This redemption was already voided."), "already_voided")
+    owed = acc.balance < 0
+    void = _post(s, acc, "void", -entry.points, as_of, reverses_id=entry.id, reward_id=entry.reward_id,
+                 staff_user_id=staff_user_id, reason=reason, idempotency_key=f"void:{entry.id}")
+    taken = s.execute(select(LotAllocation.lot_id, LotAllocation.points)
+                      .where(LotAllocation.entry_id == entry.id)).all()
+    for lot_id, pts in taken:
+        s.add(LotAllocation(customer_id=acc.customer_id, entry_id=void.id, lot_id=lot_id, points=-pts))
+    if entry.reward_id is not None:
+        s.execute(update(Reward).where(Reward.id == entry.reward_id, Reward.stock.is_not(None))
+                  .values(stock=Reward.stock + 1).execution_options(synchronize_session="fetch"))
+    s.flush()
+    if owed:
+        settle_debts(s, acc, as_of)
+        s.flush()
+    return void
+
+
+# --- adjusting ------------------------------------------------------------------------------------
+
+def goodwill_used(s: Session, staff_user_id: uuid.UUID, as_of: dt.date) -> int:
+    """Goodwill points ``staff_user_id`` granted in the month of ``as_of``."""
+    start = as_of.replace(day=1)
+    return int(s.scalar(select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
+        LedgerEntry.goodwill.is_(True), LedgerEntry.staff_user_id == staff_user_id,
+        LedgerEntry.occurred_on >= start, LedgerEntry.occurred_on < add_months(start, 1))))
+
+
+def adjust_limit(programme: Programme, role: Role) -> int | None:
+    """The largest adjustment ``role`` may make at once (None: any)."""
+    if role.rank >= Role.owner.rank:
+        return None
+    return programme.adjust_limits["manager" if role.rank >= Role.manager.rank else "staff"]
+
+
+def adjust(s: Session, programme: Programme, customer: Customer, as_of: dt.date, *, points, reason: str,
+           staff_user_id: uuid.UUID | None, role: Role, goodwill: bool = False,
+           idempotency_key: str | None = None) -> LedgerEntry:
+    """A manual correction (+ or -) with a reason, within the role's limit; goodwill
+    (service recovery) also within the staff member's monthly budget."""
+    errors: dict[str, list] = {}
+    try:
+        points = _points(points)
+        if points == 0:
+            errors["points"] = [_l("Enter a number of points other than zero.")]
+    except ValidationFailed as exc:
+        errors.update(exc.errors)
+    reason = (reason or "").strip()
+    if not reason:
+        errors["reason"] = [_l("Say why: an adjustment needs a reason.")]
+    elif len(reason) > 255:
+        errors["reason"] = [_l("At most %(n)s characters.", n=255)]
+    if errors:
+        raise ValidationFailed(errors)
+    limit = adjust_limit(programme, role)
+    if limit is not None and abs(points) > limit:
+        _refuse("points", _l("Your role may adjust at most %(n)s points at a time; ask a manager.", n=f"{limit:,}"),
+                "over_limit")
+    if goodwill:
+        if points < 0:
+            _refuse("points", _l("Goodwill points are a gift: enter a positive number."), "validation_failed")
+        if role.rank < Role.owner.rank and staff_user_id is not None:
+            used = goodwill_used(s, staff_user_id, as_of)
+            budget = programme.goodwill_budget
+            if programme.points_value(used + points) > budget:
+                left = max(0, int(budget / programme.point_value) - used) if programme.point_value else 0
+                _refuse("points", _l("This is over your goodwill budget for the month: %(left)s points left.",
+                                     left=f"{left:,}"), "over_budget")
+    previous = _existing(s, idempotency_key)
+    if previous is not None:
+        return previous
+    acc = lock_account(s, customer.id)
+    fields = dict(staff_user_id=staff_user_id, reason=reason, goodwill=goodwill, idempotency_key=idempotency_key)
+    if points > 0:
+        entry = _credit(s, acc, programme, "adjust", points, as_of, pending=False, **fields)
+    else:
+        pool = lots(s, customer.id)
+        available = sum(lot.remaining for lot in pool if lot.remaining > 0 and lot.valid_on(as_of))
+        if -points > available:
+            _refuse("points", _l("The balance has only %(n)s points to take.", n=f"{available:,}"),
+                    "insufficient_points")
+        entry = _post(s, acc, "adjust", points, as_of, **fields)
+        _take(s, acc, entry, -points, pool, as_of)
+    s.flush()
+    return entry
+
+
+# --- expiry and tier reviews (daily jobs) ------------------------------------------------------------
+
+def expire_due(s: Session, as_of: dt.date) -> int:
+    """Expire, as ledger entries, what is left of every lot whose expiry day has come.
+    Idempotent: a second run finds nothing left to expire."""
+    used = (select(func.coalesce(func.sum(LotAllocation.points), 0))
+            .where(LotAllocation.lot_id == LedgerEntry.id, LotAllocation.tenant_id == LedgerEntry.tenant_id)
+            .scalar_subquery())
+    customers = s.scalars(select(LedgerEntry.customer_id).where(
+        LedgerEntry.kind.in_(LOT_KINDS), LedgerEntry.points > 0, LedgerEntry.expires_on <= as_of,
+        LedgerEntry.points > used).distinct()).all()
+    expired = 0
+    for customer_id in sorted(customers):
+        acc = lock_account(s, customer_id)
+        for lot in lots(s, customer_id):
+            if lot.remaining > 0 and not lot.valid_on(as_of):
+                entry = _post(s, acc, "expire", -lot.remaining, lot.entry.expires_on, reverses_id=None,
+                              detail={"lot": str(lot.entry.id)})
+                expired += lot.remaining
+                _allocate(s, acc, entry, lot, lot.remaining)
+        s.flush()
+    return expired
+
+
+def review_tiers(s: Session, programme: Programme, as_of: dt.date) -> int:
+    """Apply every tier review due by ``as_of`` (keep, or down one level). Idempotent."""
+    due = s.scalars(select(LoyaltyAccount.customer_id).where(LoyaltyAccount.tier_review_on <= as_of)).all()
+    changed = 0
+    for customer_id in sorted(due):
+        acc = lock_account(s, customer_id)
+        changed += refresh_tier(s, programme, acc, as_of)
+    s.flush()
+    return changed
+
+
+def verify(s: Session) -> list[tuple[uuid.UUID, int, int]]:
+    """Accounts of the bound tenant whose cached balance differs from the sum of their
+    entries (or entries without an account): (customer id, cached, sum)."""
+    sums = dict(s.execute(select(LedgerEntry.customer_id, func.sum(LedgerEntry.points))
+                          .group_by(LedgerEntry.customer_id)).all())
+    cached = dict(s.execute(select(LoyaltyAccount.customer_id, LoyaltyAccount.balance)).all())
+    out = []
+    for cid in sorted(set(sums) | set(cached)):
+        a, b = int(cached.get(cid, 0)), int(sums.get(cid) or 0)
+        if a != b:
+            out.append((cid, a, b))
+    return out
+
+
+def lots_by_expiry(pool: list[Lot], as_of: dt.date, days: int = EXPIRY_NOTICE_DAYS) -> list[tuple[dt.date, int]]:
+    """Points that will expire within ``days`` after ``as_of``, by expiry day."""
+    limit = as_of + dt.timedelta(days=days)
+    by_day: dict[dt.date, int] = defaultdict(int)
+    for lot in pool:
+        e = lot.entry
+        if lot.remaining > 0 and e.expires_on is not None and as_of < e.expires_on <= limit:
+            by_day[e.expires_on] += lot.remaining
+    return sorted(by_day.items())
+

@@ -1,0 +1,380 @@
+"""The loyalty ledger: earning, lots, redemption, voids, refunds, expiry, adjustments,
+tiers and the database's refusal to change history. Both databases."""
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from saas.auth.models import Role
+from saas.customers.models import Customer, Transaction
+from saas.errors import ValidationFailed
+from saas.loyalty import ledger, services
+from saas.loyalty.models import LedgerEntry, LotAllocation, LoyaltyAccount, Referral, Reward
+from saas.loyalty.programme import Programme
+from saas.settings.models import TransactionKind
+
+DAY = dt.date(2026, 3, 10)
+
+TIERS = [
+    {"code": "member", "name_zh": "会员", "name_en": "Member", "threshold": 0},
+    {"code": "silver", "name_zh": "银卡", "name_en": "Silver", "threshold": 1000, "retention_threshold": 800,
+     "multiplier": "1.1"},
+    {"code": "gold", "name_zh": "金卡", "name_en": "Gold", "threshold": 5000, "retention_threshold": 4000,
+     "multiplier": "1.25"},
+]
+
+
+def programme(**over) -> Programme:
+    data = {"points_per_currency_unit": "0.1", "tiers": TIERS, "expiry_months": 24}
+    data.update(over)
+    return Programme.from_data(data)
+
+
+@pytest.fixture
+def books(hotel, write_session, make_customer):
+    """(session, customer, kind) in a hotel tenant; the session is committed by tests."""
+    tenant, owner = hotel
+    c = make_customer(tenant, name="王伟")
+    s = write_session(tenant)
+    kind = s.scalar(select(TransactionKind).where(TransactionKind.code == "stay"))
+    return s, s.get(Customer, (tenant.id, c.id)), kind, owner
+
+
+def _tx(s, customer, kind, amount, on=DAY, quantity=1):
+    tx = Transaction(customer_id=customer.id, kind_id=kind.id, occurred_on=on, amount=Decimal(amount),
+                     quantity=quantity)
+    s.add(tx)
+    s.flush()
+    return tx
+
+
+def earn(s, prog, customer, kind, amount, on=DAY, as_of=None):
+    tx = _tx(s, customer, kind, amount, on)
+    return tx, ledger.award_for_transaction(s, prog, tx, customer, "stay", "", "", None, as_of or on)
+
+
+def check_books(s, customer_id):
+    acc = ledger.account(s, customer_id)
+    assert acc.balance == ledger.ledger_sum(s, customer_id)
+    remaining = sum(lot.remaining for lot in ledger.lots(s, customer_id))
+    owed = sum(left for _, left in ledger.debts(s, customer_id))
+    assert remaining - owed == acc.balance
+    assert all(lot.remaining >= 0 for lot in ledger.lots(s, customer_id))
+    assert remaining == 0 or owed == 0
+
+
+# --- earning ------------------------------------------------------------------------------------
+
+def test_earning_rounds_down_per_transaction_and_applies_the_tier_multiplier():
+    p = programme()
+    assert p.earn(Decimal("1280"), 1, "stay", DAY).points == 128
+    assert p.earn(Decimal("1289.99"), 1, "stay", DAY).points == 128
+    assert p.earn(Decimal("9.99"), 1, "stay", DAY).points == 0
+    assert p.earn(Decimal("1280"), 1, "stay", DAY, tier_code="gold").points == 160
+    assert p.earn(Decimal("1280"), 1, "stay", DAY, tier_code="silver").points == 140  # 140.8 down
+
+
+def test_rates_by_kind_and_location_most_specific_wins_and_flat_points():
+    p = programme(earn_rates=[{"kind": "stay", "rate": "0.2"}, {"location": "airport", "rate": "0.3"},
+                              {"kind": "stay", "location": "airport", "rate": "0.5"}],
+                  flat_points=[{"kind": "stay", "per": "unit", "points": 20}, {"kind": "", "per": "visit",
+                                                                              "points": 5}],
+                  category_multipliers={"food-beverage": "2"})
+    assert p.earn(Decimal(100), 1, "banquet", DAY).points == 10 + 5
+    assert p.earn(Decimal(100), 3, "stay", DAY).points == 20 + 60 + 5
+    assert p.earn(Decimal(100), 1, "banquet", DAY, location="airport").points == 30 + 5
+    assert p.earn(Decimal(100), 1, "stay", DAY, location="airport").points == 50 + 20 + 5
+    assert p.earn(Decimal(100), 1, "banquet", DAY, department="food-beverage").points == 20 + 5
+
+
+@pytest.mark.parametrize("on, points", [
+    (dt.date(2027, 2, 5), 128),    # the day before
+    (dt.date(2027, 2, 6), 256 + 50),  # first day
+    (dt.date(2027, 2, 20), 256 + 50),  # last day
+    (dt.date(2027, 2, 21), 128),   # the day after
+])
+def test_promotions_apply_on_their_first_and_last_day(on, points):
+    p = programme(promotions=[{"code": "sf", "name_zh": "春节", "name_en": "Spring", "starts_on": "2027-02-06",
+                               "ends_on": "2027-02-20", "kinds": ["stay"], "multiplier": "2", "bonus": 50}])
+    assert p.earn(Decimal(1280), 1, "stay", on).points == points
+    assert p.earn(Decimal(1280), 1, "banquet", on).points == 128
+
+
+def test_an_award_credits_once_and_caches_the_balance(books):
+    s, c, kind, _ = books
+    p = programme()
+    tx, award = earn(s, p, c, kind, "1280")
+    assert award.points == 128 and award.balance == 128 and award.tier_code == "member"
+    again = ledger.award_for_transaction(s, p, tx, c, "stay", "", "", None, DAY)
+    assert again.points == 0 and again.balance == 128
+    s.commit()
+    assert s.scalar(select(func.count()).select_from(LedgerEntry)) == 1
+    check_books(s, c.id)
+
+
+def test_birthday_bonus_once_a_year_in_the_birthday_month(books):
+    s, c, kind, _ = books
+    c.birthday = dt.date(1980, 3, 25)
+    p = programme(birthday_bonus=200)
+    assert earn(s, p, c, kind, "100")[1].points == 10 + 200
+    assert earn(s, p, c, kind, "100")[1].points == 10
+    assert earn(s, p, c, kind, "100", on=dt.date(2026, 4, 1))[1].points == 10
+    assert earn(s, p, c, kind, "100", on=dt.date(2027, 3, 1), as_of=dt.date(2027, 3, 1))[1].points == 10 + 200
+
+
+def test_referral_rewards_both_on_the_first_transaction_only(books, make_customer):
+    s, c, kind, _ = books
+    friend = Customer(name="李娜")
+    s.add(friend)
+    s.flush()
+    services.set_referrer(s, friend, c, None)
+    p = programme(referral={"referrer_points": 500, "referred_points": 200})
+    assert earn(s, p, friend, kind, "100")[1].points == 10 + 200
+    assert ledger.account(s, c.id).balance == 500
+    assert earn(s, p, friend, kind, "100")[1].points == 10
+    assert ledger.account(s, c.id).balance == 500
+    with pytest.raises(ValidationFailed):
+        services.set_referrer(s, c, c, None)
+
+
+# --- redemption, void, refund -------------------------------------------------------------------------
+
+def test_redemption_consumes_soonest_expiring_lots_and_void_restores_exactly_them(books):
+    s, c, kind, _ = books
+    p = programme()
+    earn(s, p, c, kind, "1000", on=dt.date(2025, 1, 10), as_of=dt.date(2025, 1, 10))  # 100, expires 2027-01-10
+    earn(s, p, c, kind, "2000", on=dt.date(2025, 6, 1), as_of=dt.date(2025, 6, 1))    # 200, expires 2027-06-01
+    earn(s, p, c, kind, "500", on=DAY)                                                 # 50, expires 2028-03-10
+    r = ledger.redeem(s, p, c, DAY, points=250)
+    taken = {lot_id: pts for lot_id, pts in s.execute(
+        select(LotAllocation.lot_id, LotAllocation.points).where(LotAllocation.entry_id == r.id))}
+    by_points = {e.points: e.id for e in s.scalars(select(LedgerEntry).where(LedgerEntry.kind == "earn"))}
+    assert taken == {by_points[100]: 100, by_points[200]: 150}
+    check_books(s, c.id)
+    before = {lot.entry.id: lot.remaining for lot in ledger.lots(s, c.id)}
+    v = ledger.void_redemption(s, p, r, None, "guest changed mind", DAY)
+    assert v.points == 250
+    after = {lot.entry.id: lot.remaining for lot in ledger.lots(s, c.id)}
+    assert after == {k: before[k] + taken.get(k, 0) for k in before}
+    with pytest.raises(ValidationFailed) as exc:
+        ledger.void_redemption(s, p, r, None, "", DAY)
+    assert exc.value.code == "already_voided"
+    check_books(s, c.id)
+
+
+def test_redemption_refused_when_short_and_for_pending_points(books):
+    s, c, kind, _ = books
+    p = programme(pending_days=7)
+    earn(s, p, c, kind, "1000")
+    with pytest.raises(ValidationFailed) as exc:
+        ledger.redeem(s, p, c, DAY, points=100)
+    assert exc.value.code == "insufficient_points"
+    assert services.summary(s, p, c.id, DAY).pending == 100
+    ledger.redeem(s, p, c, DAY + dt.timedelta(days=7), points=100)
+    assert ledger.account(s, c.id).balance == 0
+
+
+def test_refund_after_partial_redemption_goes_negative_and_blocks_redemptions(books):
+    s, c, kind, _ = books
+    p = programme()
+    tx, _ = earn(s, p, c, kind, "1000")  # 100
+    ledger.redeem(s, p, c, DAY, points=60)
+    ledger.reverse_transaction(s, p, tx, None, "refund", DAY)
+    assert ledger.account(s, c.id).balance == -60
+    assert s.get(Transaction, (tx.tenant_id, tx.id)).reversed_on == DAY
+    summary = services.summary(s, p, c.id, DAY)
+    assert summary.owed == 60 and summary.redeemable == 0
+    check_books(s, c.id)
+    earn(s, p, c, kind, "500")  # 50 pays part of the debt
+    assert ledger.account(s, c.id).balance == -10
+    with pytest.raises(ValidationFailed) as exc:
+        ledger.redeem(s, p, c, DAY, points=1)
+    assert exc.value.code == "negative_balance"
+    earn(s, p, c, kind, "300")  # 30: debt paid, 20 left
+    assert ledger.account(s, c.id).balance == 20
+    ledger.redeem(s, p, c, DAY, points=20)
+    check_books(s, c.id)
+    with pytest.raises(ValidationFailed) as exc:
+        ledger.reverse_transaction(s, p, tx, None, "again", DAY)
+    assert exc.value.code == "already_reversed"
+
+
+def test_reward_redemption_uses_stock_and_void_gives_it_back(books):
+    s, c, kind, _ = books
+    p = programme()
+    earn(s, p, c, kind, "10000")  # 1000
+    reward = services.save_reward(s, {"code": "spa", "name_zh": "水疗", "name_en": "Spa", "points_cost": "300",
+                                      "stock": "1"})
+    r = ledger.redeem(s, p, c, DAY, reward=reward)
+    assert r.points == -300
+    s.refresh(reward)
+    assert reward.stock == 0
+    with pytest.raises(ValidationFailed) as exc:
+        ledger.redeem(s, p, c, DAY, reward=reward)
+    assert exc.value.code == "reward_unavailable"
+    ledger.void_redemption(s, p, r, None, "", DAY)
+    s.refresh(reward)
+    assert reward.stock == 1
+
+
+# --- expiry ---------------------------------------------------------------------------------------------
+
+def test_expiry_job_expires_due_lots_once(books):
+    s, c, kind, _ = books
+    p = programme(expiry_months=12)
+    earn(s, p, c, kind, "1000", on=dt.date(2025, 3, 10), as_of=dt.date(2025, 3, 10))  # expires 2026-03-10
+    earn(s, p, c, kind, "500", on=dt.date(2025, 9, 1), as_of=dt.date(2025, 9, 1))     # expires 2026-09-01
+    ledger.redeem(s, p, c, dt.date(2025, 10, 1), points=30)
+    assert ledger.expire_due(s, dt.date(2026, 3, 9)) == 0
+    assert ledger.expire_due(s, DAY) == 70
+    assert ledger.expire_due(s, DAY) == 0
+    assert ledger.account(s, c.id).balance == 50
+    exp = s.scalar(select(LedgerEntry).where(LedgerEntry.kind == "expire"))
+    assert exp.occurred_on == dt.date(2026, 3, 10)
+    check_books(s, c.id)
+
+
+def test_expiry_rules():
+    assert programme(expiry="never").expires_on(DAY) is None
+    assert programme(expiry="end_of_next_year").expires_on(dt.date(2026, 1, 1)) == dt.date(2028, 1, 1)
+    assert programme(expiry_months=24).expires_on(dt.date(2024, 2, 29)) == dt.date(2026, 2, 28)
+
+
+# --- adjustments ----------------------------------------------------------------------------------------
+
+def test_adjustments_need_a_reason_and_stay_within_the_role_limit(books):
+    s, c, kind, owner = books
+    p = programme(adjust_limits={"staff": 200, "manager": 5000}, goodwill_budget="20", point_value="0.01")
+    with pytest.raises(ValidationFailed) as exc:
+        ledger.adjust(s, p, c, DAY, points=50, reason=" ", staff_user_id=owner.id, role=Role.staff)
+    assert "reason" in exc.value.errors
+    with pytest.raises(ValidationFailed) as exc:
+        ledger.adjust(s, p, c, DAY, points=201, reason="x", staff_user_id=owner.id, role=Role.staff)
+    assert exc.value.code == "over_limit"
+    ledger.adjust(s, p, c, DAY, points=200, reason="x", staff_user_id=owner.id, role=Role.staff)
+    ledger.adjust(s, p, c, DAY, points=5000, reason="x", staff_user_id=owner.id, role=Role.manager)
+    ledger.adjust(s, p, c, DAY, points=100000, reason="x", staff_user_id=owner.id, role=Role.owner)
+    with pytest.raises(ValidationFailed) as exc:
+        ledger.adjust(s, p, c, DAY, points=-200000, reason="x", staff_user_id=owner.id, role=Role.owner)
+    assert exc.value.code == "insufficient_points"
+    # goodwill: budget ¥20 a month = 2,000 points at ¥0.01
+    ledger.adjust(s, p, c, DAY, points=150, reason="noisy room", staff_user_id=owner.id, role=Role.staff,
+                  goodwill=True)
+    ledger.adjust(s, p, c, DAY, points=1850, reason="cold food", staff_user_id=owner.id, role=Role.manager,
+                  goodwill=True)
+    with pytest.raises(ValidationFailed) as exc:
+        ledger.adjust(s, p, c, DAY, points=1, reason="x", staff_user_id=owner.id, role=Role.staff, goodwill=True)
+    assert exc.value.code == "over_budget"
+    next_month = dt.date(2026, 4, 1)
+    ledger.adjust(s, p, c, next_month, points=10, reason="x", staff_user_id=owner.id, role=Role.staff,
+                  goodwill=True)
+    assert ledger.goodwill_used(s, owner.id, DAY) == 2000
+    check_books(s, c.id)
+
+
+# --- tiers ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("amount, tier", [
+    ("9990", "member"), ("10000", "silver"), ("10010", "silver"),
+    ("49990", "silver"), ("50000", "gold"), ("50010", "gold"),
+])
+def test_tier_thresholds_exactly_at_one_below_and_one_above(books, amount, tier):
+    s, c, kind, _ = books
+    _tx_, award = earn(s, programme(), c, kind, amount)
+    assert award.tier_code == tier
+
+
+def test_tier_is_promoted_on_points_earned_not_on_balance(books):
+    s, c, kind, _ = books
+    p = programme()
+    earn(s, p, c, kind, "6000")  # 600
+    ledger.redeem(s, p, c, DAY, points=600)
+    _, award = earn(s, p, c, kind, "4000")  # 400 more: earned 1000 in the window, balance 400
+    assert award.balance == 400 and award.tier_code == "silver"
+
+
+def test_downgrade_only_at_review_and_by_one_level(books):
+    s, c, kind, _ = books
+    p = programme()
+    _, award = earn(s, p, c, kind, "50000")  # 5000: gold on DAY, review 2027-03-10
+    assert award.tier_code == "gold"
+    acc = ledger.account(s, c.id)
+    assert acc.tier_review_on == dt.date(2027, 3, 10)
+    s.commit()
+    assert services.summary(s, p, c.id, dt.date(2027, 3, 9)).tier.code == "gold"
+    # First review: the window ending 2027-03-09 starts 2026-03-10 and holds the 5,000: kept.
+    assert ledger.review_tiers(s, p, dt.date(2027, 3, 10)) == 1  # the next review date moved
+    acc = ledger.account(s, c.id)
+    assert (acc.tier_code, acc.tier_review_on) == ("gold", dt.date(2028, 3, 10))
+    # Second review: nothing earned in the last 12 months: down one level only, to silver.
+    assert services.summary(s, p, c.id, dt.date(2028, 3, 9)).tier.code == "gold"
+    ledger.review_tiers(s, p, dt.date(2028, 3, 10))
+    acc = ledger.account(s, c.id)
+    assert (acc.tier_code, acc.tier_since, acc.tier_review_on) == ("silver", dt.date(2028, 3, 10),
+                                                                    dt.date(2029, 3, 10))
+    assert ledger.review_tiers(s, p, dt.date(2028, 3, 10)) == 0  # idempotent
+    # Reviews skipped by a job that did not run are applied one by one: one level each.
+    assert services.summary(s, p, c.id, dt.date(2029, 3, 10)).tier.code == "member"
+
+
+@pytest.mark.parametrize("amount, kept", [("32000", True), ("31990", False)])
+def test_retention_threshold_keeps_the_tier_and_the_summary_explains_it(books, amount, kept):
+    s, c, kind, _ = books
+    p = programme()
+    earn(s, p, c, kind, "50000")  # gold on DAY; retention 4000
+    ledger.review_tiers(s, p, dt.date(2027, 3, 10))  # kept: the window still holds DAY
+    summary = services.summary(s, p, c.id, dt.date(2027, 3, 10))
+    assert (summary.tier.code, summary.keep_by, summary.keep_needed) == ("gold", dt.date(2028, 3, 9), 4000)
+    # 32,000 x 0.1 x 1.25 = 4,000 exactly the retention threshold; 31,990 gives 3,998.
+    earn(s, p, c, kind, amount, on=dt.date(2027, 6, 1), as_of=dt.date(2027, 6, 1))
+    summary = services.summary(s, p, c.id, dt.date(2027, 6, 1))
+    assert summary.keep_needed == (0 if kept else 2)
+    ledger.review_tiers(s, p, dt.date(2028, 3, 10))
+    assert ledger.account(s, c.id).tier_code == ("gold" if kept else "silver")
+
+
+def test_calendar_year_window_and_january_review():
+    p = programme(evaluation_window="calendar_year", tier_review="january")
+    assert p.window(dt.date(2026, 7, 1)) == (dt.date(2026, 1, 1), dt.date(2026, 7, 1))
+    assert p.next_review(dt.date(2026, 7, 1)) == dt.date(2027, 1, 1)
+    assert programme().window(dt.date(2026, 7, 1)) == (dt.date(2025, 7, 2), dt.date(2026, 7, 1))
+
+
+# --- the database refuses to change history --------------------------------------------------------------
+
+def test_ledger_rows_cannot_be_updated_or_deleted_even_without_the_orm(app, books):
+    s, c, kind, _ = books
+    p = programme()
+    earn(s, p, c, kind, "1000")
+    ledger.redeem(s, p, c, DAY, points=10)
+    s.commit()
+    engine = create_engine(app.config["OWNER_URL"] if app.config["DB_KIND"] == "sqlite" else app.config["DATABASE_URL"])
+    try:
+        for stmt in ("UPDATE loyalty_entries SET points = points + 1000",
+                     "DELETE FROM loyalty_entries",
+                     "UPDATE loyalty_allocations SET points = 0",
+                     "DELETE FROM loyalty_allocations"):
+            with engine.connect() as conn:
+                with pytest.raises(DBAPIError, match="append-only"):
+                    with conn.begin():
+                        if conn.dialect.name == "postgresql":
+                            conn.execute(text("SELECT set_config('app.tenant_id', :t, true)"),
+                                         {"t": str(c.tenant_id)})
+                        conn.execute(text(stmt))
+    finally:
+        engine.dispose()
+    assert ledger.ledger_sum(s, c.id) == 90
+
+
+def test_verify_finds_a_cache_that_differs_from_the_entries(books):
+    s, c, kind, _ = books
+    earn(s, programme(), c, kind, "1000")
+    assert ledger.verify(s) == []
+    acc = ledger.account(s, c.id)
+    acc.balance += 5
+    s.flush()
+    assert ledger.verify(s) == [(c.id, 105, 100)]
