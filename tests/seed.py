@@ -26,6 +26,8 @@ from saas.customers.models import (
     Transaction,
 )
 from saas.db import bind_tenant
+from saas.loyalty import ledger
+from saas.loyalty import services as loyalty
 from saas.settings import services as settings_services
 from saas.settings.models import Department, Location, TransactionKind
 
@@ -63,9 +65,22 @@ def seed_tenant(app, make_tenant, add_member, industry: str = "hotel", tag: str 
                             location_id=location.id)
         s.add(customer)
         s.flush()
-        s.add(Transaction(customer_id=customer.id, kind_id=kind.id, location_id=location.id,
-                          department_id=department.id, staff_user_id=owner.id,
-                          occurred_on=dt.date(2026, 11, 1), amount=Decimal("1280.00"), external_id=f"TX-{tag}"))
+        tx = Transaction(customer_id=customer.id, kind_id=kind.id, location_id=location.id,
+                         department_id=department.id, staff_user_id=owner.id,
+                         occurred_on=dt.date(2026, 11, 1), amount=Decimal("1280.00"), external_id=f"TX-{tag}")
+        s.add(tx)
+        s.flush()
+        # Loyalty: a referral, an award (account, earn entry), a reward and its redemption
+        # (redeem entry, lot allocation).
+        friend = Customer(name=f"Friend {tag}", external_ref=f"REF-{tag}-friend")
+        s.add(friend)
+        s.flush()
+        loyalty.set_referrer(s, friend, customer, owner.id)
+        loyalty.award(s, tx, customer, owner.id, dt.date(2026, 11, 1))
+        reward = loyalty.save_reward(s, {"code": f"{tag}-reward", "name_zh": f"{tag} 礼品", "name_en": f"{tag} gift",
+                                         "points_cost": "1", "stock": "10"})
+        ledger.redeem(s, loyalty.programme_of(s), customer, dt.date(2026, 11, 20), reward=reward,
+                      staff_user_id=owner.id)
         s.add_all([
             CustomerContact(customer_id=customer.id, name=f"Buyer {tag}", role="采购经理", phone="13900000000"),
             Preference(customer_id=customer.id, category="room", key="pillow", value="firm",

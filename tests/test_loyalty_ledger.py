@@ -378,3 +378,34 @@ def test_verify_finds_a_cache_that_differs_from_the_entries(books):
     acc.balance += 5
     s.flush()
     assert ledger.verify(s) == [(c.id, 105, 100)]
+
+
+# --- merging customers moves their points ------------------------------------------------------------------
+
+def test_merge_moves_lots_with_their_dates_and_debt_and_the_higher_tier(books, hotel):
+    from saas.customers.records import merge_customers
+
+    s, c, kind, owner = books
+    p = programme()
+    dup = Customer(name="王伟 (dup)")
+    s.add(dup)
+    s.flush()
+    earn(s, p, dup, kind, "60000", on=dt.date(2025, 6, 1), as_of=dt.date(2025, 6, 1))  # gold tier on dup
+    tx, _ = earn(s, p, c, kind, "1000")
+    ledger.redeem(s, p, c, DAY, points=100)
+    ledger.reverse_transaction(s, p, tx, None, "refund", DAY)  # c owes 100
+    s.commit()
+    dup_lots = [(lot.remaining, lot.entry.expires_on) for lot in ledger.lots(s, dup.id) if lot.remaining]
+    total = ledger.account(s, dup.id).balance + ledger.account(s, c.id).balance
+    merge_customers(s, c.id, dup.id, owner.id)
+    s.commit()
+    assert ledger.account(s, dup.id).balance == 0
+    assert ledger.account(s, c.id).balance == total
+    assert ledger.account(s, c.id).tier_code == ledger.account(s, dup.id).tier_code == "gold"
+    survivor_lots = [(lot.remaining, lot.entry.expires_on) for lot in ledger.lots(s, c.id) if lot.remaining]
+    expires = {e for _, e in dup_lots}
+    assert {e for _, e in survivor_lots} == expires  # same expiry dates, debt paid from them
+    assert ledger.debts(s, c.id) == []
+    for cid in (c.id, dup.id):
+        check_books(s, cid)
+    assert ledger.verify(s) == []

@@ -212,7 +212,7 @@ class Transaction(TenantScoped, Base):
     # A refunded or cancelled transaction: its points were reversed on that day.
     reversed_on: Mapped[dt.date | None] = mapped_column(Date)
     reversed_by_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("users.id"))
-    reverse_reason: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    reverse_reason: Mapped[str] = mapped_column(String(255), server_default="")
     __table_args__ = (
         UniqueConstraint("tenant_id", "external_id"),
         ForeignKeyConstraint(["tenant_id", "customer_id"], ["customers.tenant_id", "customers.id"]),

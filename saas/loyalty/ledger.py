@@ -480,6 +480,47 @@ def adjust(s: Session, programme: Programme, customer: Customer, as_of: dt.date,
     return entry
 
 
+# --- merging two customers' points ------------------------------------------------------------
+
+def transfer_all(s: Session, programme: Programme, source_id: uuid.UUID, target_id: uuid.UUID,
+                 staff_user_id: uuid.UUID | None, as_of: dt.date, reason: str) -> int:
+    """Move everything ``source`` has (each lot with what is left of it, keeping its
+    pending and expiry dates; and any debt) to ``target``, as adjust entries on both
+    sides: the history of both stays as it was. Returns the points moved."""
+    first, second = sorted([source_id, target_id])
+    accounts = {first: lock_account(s, first), second: lock_account(s, second)}
+    src, dst = accounts[source_id], accounts[target_id]
+    moved = 0
+    for lot in lots(s, source_id):
+        if lot.remaining <= 0:
+            continue
+        n = lot.remaining
+        out = _post(s, src, "adjust", -n, as_of, staff_user_id=staff_user_id, reason=reason,
+                    detail={"merged_into": str(target_id)})
+        _allocate(s, src, out, lot, n)
+        _post(s, dst, "adjust", n, as_of, available_on=lot.entry.available_on, expires_on=lot.entry.expires_on,
+              staff_user_id=staff_user_id, reason=reason, detail={"merged_from": str(source_id)})
+        moved += n
+    owed = debts(s, source_id)
+    for debit, left in owed:
+        # The source's debt is settled by a credit that the target pays for.
+        paid = _post(s, src, "adjust", left, as_of, available_on=as_of, expires_on=None,
+                     staff_user_id=staff_user_id, reason=reason, detail={"merged_into": str(target_id)})
+        s.add(LotAllocation(customer_id=source_id, entry_id=debit.id, lot_id=paid.id, points=left))
+        owes = _post(s, dst, "adjust", -left, as_of, staff_user_id=staff_user_id, reason=reason,
+                     detail={"merged_from": str(source_id)})
+        s.flush()
+        _take(s, dst, owes, left, lots(s, target_id), as_of)
+        moved -= left
+    s.flush()
+    if dst.balance >= 0 and debts(s, target_id):
+        settle_debts(s, dst, as_of)
+    if programme.tier_index(src.tier_code) > programme.tier_index(dst.tier_code):
+        dst.tier_code, dst.tier_since, dst.tier_review_on = src.tier_code, src.tier_since, src.tier_review_on
+    s.flush()
+    return moved
+
+
 # --- expiry and tier reviews (daily jobs) ------------------------------------------------------------
 
 def expire_due(s: Session, as_of: dt.date) -> int:

@@ -12,8 +12,9 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from saas import jobs
-from saas.auth.models import Membership, Role, User
+from saas import clock, jobs
+from saas.auth.models import Membership, Role, Tenant, User
+from saas.customers.records import MERGE_HOOKS
 from saas.customers.models import Customer, Transaction
 from saas.db import bound_tenant_id
 from saas.errors import NotFound, ValidationFailed
@@ -371,5 +372,131 @@ def review_tiers_job(s: Session, as_of: dt.date) -> str | None:
     return f"{n} tiers reviewed and changed" if n else None
 
 
+# --- merges ------------------------------------------------------------------------------------------
+
+def _merge_points(s: Session, survivor: Customer, duplicate: Customer) -> dict[str, int] | None:
+    """Merge hook: the duplicate's points (lots with their dates, or debt) and higher
+    tier go to the survivor."""
+    if ledger.account(s, duplicate.id) is None:
+        return None
+    tenant = s.get(Tenant, bound_tenant_id(s))
+    moved = ledger.transfer_all(s, programme_of(s), duplicate.id, survivor.id, None, clock.today(tenant.timezone),
+                                "merge")
+    return {"points": moved}
+
+
+MERGE_HOOKS.append(_merge_points)
+
+
 def accounts_count(s: Session) -> int:
     return int(s.scalar(select(func.count()).select_from(LoyaltyAccount)))
+
+
+# --- loyalty admin screens (helper: loyalty admin) -----------------------------------------------
+
+def transactions_by_id(s: Session, ids) -> dict[uuid.UUID, tuple[Transaction, TransactionKind | None]]:
+    """The transactions ledger entries belong to, with their kinds (for a statement)."""
+    ids = {i for i in ids if i is not None}
+    if not ids:
+        return {}
+    txs = s.scalars(select(Transaction).where(Transaction.id.in_(ids))).all()
+    kinds = {k.id: k for k in s.scalars(select(TransactionKind).where(
+        TransactionKind.id.in_({t.kind_id for t in txs})))}
+    return {t.id: (t, kinds.get(t.kind_id)) for t in txs}
+
+
+def set_reward_active(s: Session, reward: Reward, active: bool) -> Reward:
+    """Take a reward off the catalogue (staff can no longer redeem it) or put it back."""
+    reward.active = bool(active)
+    s.flush()
+    return reward
+
+
+# --- guest card (helper: loyalty-card) -------------------------------------------------------
+
+@dataclass
+class CardHistoryRow:
+    entry: LedgerEntry
+    staff_name: str
+    reward_name: str
+    voided: bool                  # a redemption voided, or an earning reversed
+    balance_after: int            # the balance once this entry (and every older one) counted
+    transaction: Transaction | None
+
+
+def card_history(s: Session, customer_id: uuid.UUID, limit: int = 50, locale: str = "en") -> list[CardHistoryRow]:
+    """The latest ledger entries (newest first) with the balance after each and the
+    transaction each belongs to."""
+    rows = history(s, customer_id, limit=limit, locale=locale)
+    ids = {r.entry.transaction_id for r in rows if r.entry.transaction_id}
+    txs = {t.id: t for t in s.scalars(select(Transaction).where(Transaction.id.in_(ids)))} if ids else {}
+    balance = ledger_balance(s, customer_id)
+    out = []
+    for r in rows:
+        out.append(CardHistoryRow(r.entry, r.staff_name, r.reward_name, r.voided, balance,
+                                  txs.get(r.entry.transaction_id)))
+        balance -= r.entry.points
+    return out
+
+
+def ledger_balance(s: Session, customer_id: uuid.UUID) -> int:
+    acc = ledger.account(s, customer_id)
+    return acc.balance if acc is not None else 0
+
+
+def points_earned_by(s: Session, tx: Transaction) -> int:
+    """What ``tx`` credited its own customer (the points a reversal takes back)."""
+    return int(s.scalar(select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
+        LedgerEntry.transaction_id == tx.id, LedgerEntry.customer_id == tx.customer_id,
+        LedgerEntry.kind == "earn")))
+
+
+@dataclass
+class GoodwillLeft:
+    limited: bool                 # False: owners, whom the budget does not bind
+    budget: Decimal               # per member per month, in currency
+    used_points: int
+    left_points: int
+    left_value: Decimal
+
+
+def goodwill_left(s: Session, programme: Programme, staff_user_id: uuid.UUID, role: Role,
+                  as_of: dt.date) -> GoodwillLeft:
+    """What ``staff_user_id`` may still grant as goodwill in the month of ``as_of``."""
+    used = ledger.goodwill_used(s, staff_user_id, as_of)
+    budget = programme.goodwill_budget
+    total = int(budget / programme.point_value) if programme.point_value else 0
+    left = max(total - used, 0)
+    return GoodwillLeft(role.rank < Role.owner.rank, budget, used, left, programme.points_value(left))
+
+
+# --- API helper (saas/api/loyalty.py: reversals, redemptions, balances) ------------------------
+
+def transaction_for_update(s: Session, tx_id: uuid.UUID) -> Transaction:
+    """The bound tenant's transaction, read again and locked for the rest of the database
+    transaction, so that of two reversals at the same moment the second sees the first
+    (PostgreSQL: ``FOR UPDATE``; SQLite's write transactions are exclusive already)."""
+    q = select(Transaction).where(Transaction.id == tx_id).execution_options(populate_existing=True)
+    if s.connection().dialect.name == "postgresql":
+        q = q.with_for_update()
+    tx = s.scalar(q)
+    if tx is None:
+        raise NotFound("transaction")
+    return tx
+
+
+def balances(s: Session, customer_id: uuid.UUID, as_of: dt.date) -> tuple[int, int]:
+    """(balance, redeemable balance) of a customer as of a day, counted as ``summary`` does
+    (without the tier work)."""
+    acc = ledger.account(s, customer_id)
+    if acc is None:
+        return 0, 0
+    owed = sum(left for _, left in ledger.debts(s, customer_id)) if acc.balance <= 0 else 0
+    redeemable = sum(lot.remaining for lot in ledger.lots(s, customer_id)
+                     if lot.remaining > 0 and lot.redeemable_on(as_of))
+    return acc.balance, max(0, min(redeemable - owed, acc.balance))
+
+
+def reward_by_code(s: Session, code: str) -> Reward | None:
+    """The bound tenant's reward with this code (active or not), or None."""
+    return s.scalar(select(Reward).where(Reward.code == code))
