@@ -17,7 +17,7 @@ from saas.customers import imports
 from saas.customers.models import AuditEntry, Customer, ImportJob, ImportMapping, Transaction
 from saas.db import bind_tenant
 from saas.settings.models import Department, Location, TransactionKind
-from tests.conftest import login
+from tests.conftest import csrf_from, login
 
 CDNOW = Path(__file__).resolve().parents[2] / "shared/data/cdnow"
 
@@ -517,7 +517,7 @@ def read_csv(response) -> list[list[str]]:
 def test_customer_export_csv_and_xlsx_escape_formulas(exported, manager_client, monkeypatch):
     monkeypatch.setattr(imports, "EXPORT_CHUNK", 2)   # several chunks (keyset paging)
     c = manager_client
-    r = c.get("/customers/export.csv")
+    r = c.post("/customers/export.csv")
     assert r.status_code == 200 and r.mimetype == "text/csv"
     assert "attachment" in r.headers["Content-Disposition"]
     rows = read_csv(r)
@@ -530,9 +530,9 @@ def test_customer_export_csv_and_xlsx_escape_formulas(exported, manager_client, 
     assert by_ref["PMS-4"]["address_as"] == "'@SUM(1)"
     assert by_ref["PMS-4"]["company"] == "'-2" and by_ref["PMS-4"]["plate_number"] == "'+x"
     assert by_ref["PMS-2"]["notes"] == "'=1+2"
-    assert [row[0] for row in read_csv(c.get("/customers/export.csv?q=PMS-2"))[1:]] == ["PMS-2"]
-    assert [row[1] for row in read_csv(c.get("/customers/export.csv?q=王"))[1:]] == ["王伟"]
-    r = c.get("/customers/export.xlsx")
+    assert [row[0] for row in read_csv(c.post("/customers/export.csv", data={"q": "PMS-2"}))[1:]] == ["PMS-2"]
+    assert [row[1] for row in read_csv(c.post("/customers/export.csv", data={"q": "王"}))[1:]] == ["王伟"]
+    r = c.post("/customers/export.xlsx")
     assert r.status_code == 200
     ws = openpyxl.load_workbook(io.BytesIO(r.data)).active
     values = [[cell.value for cell in row] for row in ws.iter_rows()]
@@ -543,7 +543,7 @@ def test_customer_export_csv_and_xlsx_escape_formulas(exported, manager_client, 
 
 
 def test_export_imports_back_unchanged(exported, manager_client, run_import):
-    data = manager_client.get("/customers/export.csv").data
+    data = manager_client.post("/customers/export.csv").data
     headers, _rows = imports.read_table("export.csv", data)
     mapping = imports.guess_mapping("customers", headers)
     result = run_import(exported, "customers", "export.csv", data, mapping)
@@ -553,22 +553,81 @@ def test_export_imports_back_unchanged(exported, manager_client, run_import):
 def test_transaction_export_with_filters(exported, manager_client, monkeypatch):
     monkeypatch.setattr(imports, "EXPORT_CHUNK", 2)
     c = manager_client
-    rows = read_csv(c.get("/transactions/export.csv"))
+    rows = read_csv(c.post("/transactions/export.csv"))
     assert rows[0] == list(imports.TRANSACTION_EXPORT_COLUMNS)
     assert [r[:8] for r in rows[1:]] == [
         ["PMS-1", "王伟", "2026-03-01", "1280.00", "2", "stay", "main", "front-office"],
         ["PMS-2", "Li Na", "2026-03-05", "88.50", "1", "food-beverage", "", ""],
         ["PMS-2", "Li Na", "2026-04-05", "10.00", "1", "stay", "", ""]]
     assert rows[1][9] == "'=1+1"
-    assert len(read_csv(c.get("/transactions/export.csv?from=2026-03-02&to=2026-03-31"))) == 2
-    assert len(read_csv(c.get("/transactions/export.csv?kind=stay"))) == 3
-    assert len(read_csv(c.get("/transactions/export.csv?location=main"))) == 2
-    assert len(read_csv(c.get("/transactions/export.csv?q=PMS-2"))) == 3
-    assert c.get("/transactions/export.csv?from=yesterday").status_code == 422
-    assert c.get("/transactions/export.csv?kind=nope").status_code == 422
-    r = c.get("/transactions/export.xlsx?kind=food-beverage")
+    assert len(read_csv(c.post("/transactions/export.csv", data={"from": "2026-03-02", "to": "2026-03-31"}))) == 2
+    assert len(read_csv(c.post("/transactions/export.csv", data={"kind": "stay"}))) == 3
+    assert len(read_csv(c.post("/transactions/export.csv", data={"location": "main"}))) == 2
+    assert len(read_csv(c.post("/transactions/export.csv", data={"q": "PMS-2"}))) == 3
+    assert c.post("/transactions/export.csv", data={"from": "yesterday"}).status_code == 422
+    assert c.post("/transactions/export.csv", data={"kind": "nope"}).status_code == 422
+    r = c.post("/transactions/export.xlsx", data={"kind": "food-beverage"})
     values = [[cell.value for cell in row] for row in openpyxl.load_workbook(io.BytesIO(r.data)).active.iter_rows()]
     assert len(values) == 2 and values[1][:4] == ["PMS-2", "Li Na", dt.datetime(2026, 3, 5), 88.5]
+
+
+def _export_audits(tenant_session, tenant) -> list[AuditEntry]:
+    return list(tenant_session(tenant).scalars(select(AuditEntry).where(AuditEntry.action == "export")
+                                               .order_by(AuditEntry.created_at, AuditEntry.id)))
+
+
+def test_every_list_export_is_recorded_with_filters_and_rows(exported, app, add_member, client, tenant_session):
+    manager = add_member(exported, "manager")
+    login(client, manager.email)
+    read_csv(client.post("/customers/export.csv", data={"q": " PMS-2 "}))
+    client.post("/customers/export.xlsx")
+    read_csv(client.post("/transactions/export.csv", data={"kind": "stay"}))
+    client.post("/transactions/export.xlsx", data={"from": "2026-03-02", "to": "2026-03-31"})
+    entries = _export_audits(tenant_session, exported)
+    assert [(e.object_type, e.object_id, e.actor_user_id) for e in entries] == [
+        ("customers_list", None, manager.id), ("customers_list", None, manager.id),
+        ("transactions_list", None, manager.id), ("transactions_list", None, manager.id)]
+    assert [e.details for e in entries] == [
+        {"format": "csv", "filters": {"q": "PMS-2"}, "rows": 1},
+        {"format": "xlsx", "filters": {"q": ""}, "rows": 4},
+        {"format": "csv", "filters": {"from": "", "to": "", "kind": "stay", "location": "", "q": ""}, "rows": 2},
+        {"format": "xlsx", "filters": {"from": "2026-03-02", "to": "2026-03-31", "kind": "", "location": "",
+                                       "q": ""}, "rows": 1},
+    ]
+    assert all(e.created_at is not None for e in entries)
+
+
+def test_refused_or_abandoned_exports(exported, manager_client, tenant_session, monkeypatch):
+    monkeypatch.setattr(imports, "EXPORT_CHUNK", 2)
+    c = manager_client
+    # A GET (a link, a prefetch) exports and records nothing; nor do bad filters.
+    assert c.get("/customers/export.csv").status_code == 405
+    assert c.get("/transactions/export.xlsx").status_code == 405
+    assert c.post("/transactions/export.xlsx", data={"to": "31.3.2026"}).status_code == 422
+    assert _export_audits(tenant_session, exported) == []
+    # A download abandoned half-way is recorded (who, what, filters) without a row count.
+    r = c.post("/transactions/export.csv", buffered=False)
+    assert r.status_code == 200
+    next(iter(r.response))
+    r.close()
+    entry, = _export_audits(tenant_session, exported)
+    assert entry.details == {"format": "csv", "filters": {"from": "", "to": "", "kind": "", "location": "", "q": ""},
+                             "rows": None}
+
+
+def test_export_buttons_work_with_the_csrf_token(exported, app, add_member, client, tenant_session, monkeypatch):
+    manager = add_member(exported, "manager", language="zh_CN")
+    login(client, manager.email)
+    monkeypatch.setitem(app.config, "WTF_CSRF_ENABLED", True)
+    page = client.get("/imports").text
+    assert 'method="post" action="/customers/export.csv"' in page
+    assert 'method="post" action="/transactions/export.csv"' in page
+    assert client.post("/customers/export.csv", data={"q": ""}).status_code == 400
+    token = csrf_from(page)
+    assert len(read_csv(client.post("/customers/export.csv", data={"q": "", "csrf_token": token}))) == 5
+    r = client.post("/transactions/export.xlsx", data={"kind": "stay", "csrf_token": token})
+    assert r.status_code == 200 and r.data[:2] == b"PK"
+    assert [e.details["rows"] for e in _export_audits(tenant_session, exported)] == [4, 2]
 
 
 # --- access ---------------------------------------------------------------------------------------
@@ -576,9 +635,9 @@ def test_transaction_export_with_filters(exported, manager_client, monkeypatch):
 IMPORT_ROUTES = [("GET", "/imports/{id}/mapping"), ("POST", "/imports/{id}/mapping"),
                  ("GET", "/imports/{id}/preview"), ("POST", "/imports/{id}/run"), ("GET", "/imports/{id}"),
                  ("GET", "/imports/{id}/progress"), ("GET", "/imports/{id}/errors.csv")]
-ALL_ROUTES = IMPORT_ROUTES + [("GET", "/imports"), ("POST", "/imports"), ("GET", "/customers/export.csv"),
-                              ("GET", "/customers/export.xlsx"), ("GET", "/transactions/export.csv"),
-                              ("GET", "/transactions/export.xlsx")]
+ALL_ROUTES = IMPORT_ROUTES + [("GET", "/imports"), ("POST", "/imports"), ("POST", "/customers/export.csv"),
+                              ("POST", "/customers/export.xlsx"), ("POST", "/transactions/export.csv"),
+                              ("POST", "/transactions/export.xlsx")]
 
 
 def test_another_tenants_job_is_not_found(app, make_tenant, client, tenant_session):

@@ -16,7 +16,7 @@ from saas.customers import records
 from saas.customers.models import AuditEntry, ContactLog, Customer, CustomerContact, Preference, Transaction
 from saas.errors import NotFound, ValidationFailed
 from saas.settings.models import TransactionKind
-from tests.conftest import login
+from tests.conftest import csrf_from, login
 
 NOW = dt.datetime(2026, 3, 1, 9, 30, tzinfo=dt.timezone.utc)
 
@@ -364,7 +364,7 @@ def test_export_downloads_everything_as_json(client, pair, add_member, check):
     tenant, owner, survivor, duplicate = pair
     manager = add_member(tenant, "manager")
     login(client, manager.email)
-    r = client.get(f"/customers/{duplicate.id}/export.json")
+    r = client.post(f"/customers/{duplicate.id}/export.json")
     assert r.status_code == 200
     assert r.mimetype == "application/json"
     assert r.headers["Content-Disposition"] == f'attachment; filename="customer-{duplicate.id}.json"'
@@ -386,12 +386,31 @@ def test_export_downloads_everything_as_json(client, pair, add_member, check):
     assert (entry.object_id, entry.actor_user_id, entry.object_type) == (duplicate.id, manager.id, "customer")
 
 
+def test_export_is_a_button_not_a_link(client, app, hotel, make_customer, add_member, check, monkeypatch):
+    """The export writes an audit entry, so it is a POST with the CSRF token: a GET (a link
+    another site or a prefetcher could make the browser follow) exports and records nothing."""
+    tenant, _owner = hotel
+    c = make_customer(tenant, name="A")
+    manager = add_member(tenant, "manager", language="zh_CN")
+    login(client, manager.email)
+    monkeypatch.setitem(app.config, "WTF_CSRF_ENABLED", True)
+    assert client.get(f"/customers/{c.id}/export.json").status_code == 405
+    assert client.post(f"/customers/{c.id}/export.json").status_code == 400  # no token
+    assert _audit(check(tenant)) == []
+    page = client.get(f"/customers/{c.id}").text
+    assert "导出数据（JSON）" in page and f'action="/customers/{c.id}/export.json"' in page
+    r = client.post(f"/customers/{c.id}/export.json", data={"csrf_token": csrf_from(page)})
+    assert r.status_code == 200 and json.loads(r.data)["customer"]["name"] == "A"
+    entry, = _audit(check(tenant), "export")
+    assert (entry.object_id, entry.actor_user_id) == (c.id, manager.id)
+
+
 def test_export_is_not_for_staff(client, hotel, make_customer, add_member, check):
     tenant, _owner = hotel
     c = make_customer(tenant, name="A")
     staff = add_member(tenant, "staff")
     login(client, staff.email)
-    assert client.get(f"/customers/{c.id}/export.json").status_code == 403
+    assert client.post(f"/customers/{c.id}/export.json").status_code == 403
     assert _audit(check(tenant)) == []
 
 
@@ -449,7 +468,7 @@ def test_erase_anonymises_everything_personal_and_keeps_the_books(client, pair, 
     dumped = json.dumps(entry.details, ensure_ascii=False)
     assert not [p for p in PERSONAL if p in dumped]
     # The export of an erased customer holds nothing personal either.
-    exported = client.get(f"/customers/{duplicate.id}/export.json").data.decode()
+    exported = client.post(f"/customers/{duplicate.id}/export.json").data.decode()
     assert not [p for p in PERSONAL if p in exported]
     assert '"amount": "200.50"' in exported
 
@@ -512,7 +531,7 @@ def test_audit_log_lists_who_did_what(client, pair, add_member, write_session):
     s.commit()
     manager = add_member(tenant, "manager")
     login(client, manager.email)
-    client.get(f"/customers/{survivor.id}/export.json")
+    client.post(f"/customers/{survivor.id}/export.json")
     page = client.get(f"/customers/{survivor.id}/audit")
     assert page.status_code == 200
     assert "Merged a duplicate into this customer" in page.text and "Exported the customer" in page.text
@@ -544,12 +563,13 @@ def test_every_route_answers_404_for_another_tenants_ids(client, make_tenant, ad
     their_staff = add_member(other_tenant, "staff")
     their_membership = _membership(check(other_tenant), their_staff)
     login(client, owner.email)
-    customer_urls = [f"/customers/{theirs.id}/{p}" for p in ("merge", "export.json", "erase", "audit")]
+    customer_urls = [f"/customers/{theirs.id}/{p}" for p in ("merge", "erase", "audit")]
     for url in customer_urls + [f"/settings/staff/{their_membership.id}/reassign"]:
         assert client.get(url).status_code == 404, url
     posts = {
         f"/customers/{theirs.id}/merge": {"duplicate_id": str(mine.id), "confirm": "yes"},
         f"/customers/{theirs.id}/erase": {"confirm": "ERASE"},
+        f"/customers/{theirs.id}/export.json": {},
         f"/settings/staff/{their_membership.id}/reassign": {"to_user_id": str(owner.id)},
         f"/settings/staff/{their_membership.id}/deactivate": {},
     }

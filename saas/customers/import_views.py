@@ -6,11 +6,13 @@ page with a progress bar polled by htmx (/imports/<id>, /imports/<id>/progress) 
 as CSV (/imports/<id>/errors.csv). With ``app.config["IMPORTS_RUN_INLINE"]`` the run
 happens inside the request instead of a thread (tests use it).
 
-Export: /customers/export.csv|xlsx (q as in the customer list) and
-/transactions/export.csv|xlsx (from, to, kind, location, q = a customer reference).
+Export: POST /customers/export.csv|xlsx (q as in the customer list) and
+POST /transactions/export.csv|xlsx (from, to, kind, location, q = a customer reference),
+each recorded in the audit log.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 
@@ -33,7 +35,7 @@ from wtforms import BooleanField, SelectField, ValidationError
 
 from saas import clock, db
 from saas.auth.models import Role
-from saas.customers import imports
+from saas.customers import imports, records
 from saas.db import bind_tenant
 from saas.errors import ValidationFailed
 from saas.extensions import htmx
@@ -41,6 +43,7 @@ from saas.forms import add_errors, apply_errors, listed
 from saas.web import access
 
 bp = Blueprint("imports", __name__)
+log = logging.getLogger(__name__)
 
 KIND_LABELS = {"customers": _l("Customers"), "transactions": _l("Transactions")}
 STATUS_LABELS = {"uploaded": _l("Not started"), "running": _l("Running"), "done": _l("Done"),
@@ -227,28 +230,85 @@ def errors_csv(job_id: uuid.UUID):
 
 
 # --- export -----------------------------------------------------------------------------
+# An export is a POST from the export form (with its CSRF token), not a GET: each one writes
+# an audit entry (who, when, which list, the filters, the rows), and a GET - which a
+# prefetcher, a crawler or another site's <img> can make the browser send - must change
+# nothing. The rows are read in a read-only session of their own; the audit entry is
+# written in the request's transaction, so it is committed before the first byte is sent.
 
-def _csv_response(export, name: str) -> Response:
-    """Stream ``export(session)``'s rows as CSV. The rows come from a session of their own
-    (bound to the tenant), not the request's: the stream outlives the request, and an
-    abandoned download must not keep a request context or a transaction alive."""
+class _Counted:
+    """Passes an export's rows through, counting the rows after the header."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        self.count = 0
+
+    def __iter__(self):
+        for i, row in enumerate(self.rows):
+            if i:
+                self.count += 1
+            yield row
+
+
+def _read_session():
     s = db.get_db().new_session(read_only=True)
     bind_tenant(s, g.tenant.id)
+    return s
+
+
+def _audit(what: str, file_format: str, filters: dict, rows: int | None = None):
+    return records.audit_list_export(db.session(), current_user.id, what, file_format, filters, rows,
+                                     clock.now_utc())
+
+
+def _record_rows(database, tenant_id: uuid.UUID, audit_id: uuid.UUID, rows: int) -> None:
+    """Fill in the row count of an export whose file was sent in full, in a short write
+    session (the request and its transaction ended when the stream began). A failure is
+    logged, not raised: the file is out, and its audit entry already says who exported
+    what with which filters."""
+    s = database.new_session()
+    try:
+        bind_tenant(s, tenant_id)
+        records.set_export_rows(s, audit_id, rows)
+        s.commit()
+    except Exception:
+        s.rollback()
+        log.exception("could not record the row count of export %s", audit_id)
+    finally:
+        s.close()
+
+
+def _csv_response(what: str, filters: dict, export, name: str) -> Response:
+    """Audit the export, then stream ``export(session)``'s rows as CSV. The rows come from a
+    session of their own (bound to the tenant), not the request's: the stream outlives the
+    request, and an abandoned download must not keep a request context or a transaction
+    alive. The row count is recorded when the whole file was sent."""
+    entry = _audit(what, "csv", filters)
+    database, tenant_id = db.get_db(), g.tenant.id
+    s = _read_session()
+    rows = _Counted(export(s))
 
     def body():
         try:
-            for chunk in imports.csv_lines(export(s)):
+            for chunk in imports.csv_lines(rows):
                 yield chunk.encode("utf-8")
         finally:
             s.close()
+        _record_rows(database, tenant_id, entry.id, rows.count)
 
     return Response(body(), mimetype="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
-def _xlsx_response(rows, name: str, title: str) -> Response:
-    return Response(imports.xlsx_bytes(rows, title),
-                    mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+def _xlsx_response(what: str, filters: dict, export, name: str, title: str) -> Response:
+    s = _read_session()
+    try:
+        rows = _Counted(export(s))
+        content = imports.xlsx_bytes(rows, title)
+    finally:
+        s.close()
+    _audit(what, "xlsx", filters, rows.count)
+    return Response(content, mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
@@ -256,30 +316,44 @@ def _stamp() -> str:
     return _as_of().isoformat()
 
 
-@bp.route("/customers/export.csv")
+def _customer_filters() -> dict:
+    return {"q": (request.form.get("q") or "").replace("\x00", "").strip()[:100]}
+
+
+def _transaction_filters() -> tuple[imports.TransactionFilters, dict]:
+    """The parsed filters (ValidationFailed -> 422, nothing recorded) and as the audit keeps them."""
+    f = imports.parse_transaction_filters(db.session(), request.form)
+    return f, {"from": f.date_from.isoformat() if f.date_from else "", "to": f.date_to.isoformat() if f.date_to else "",
+               "kind": f.kind, "location": f.location, "q": f.q}
+
+
+@bp.route("/customers/export.csv", methods=["POST"])
 @access(Role.manager)
 def export_customers_csv():
-    q = (request.args.get("q") or "")[:100]
-    return _csv_response(lambda s: imports.export_customers(s, q), f"customers-{_stamp()}.csv")
+    filters = _customer_filters()
+    return _csv_response("customers", filters, lambda s: imports.export_customers(s, filters["q"]),
+                         f"customers-{_stamp()}.csv")
 
 
-@bp.route("/customers/export.xlsx")
+@bp.route("/customers/export.xlsx", methods=["POST"])
 @access(Role.manager)
 def export_customers_xlsx():
-    rows = imports.export_customers(db.session(), (request.args.get("q") or "")[:100])
-    return _xlsx_response(rows, f"customers-{_stamp()}.xlsx", "Customers")
+    filters = _customer_filters()
+    return _xlsx_response("customers", filters, lambda s: imports.export_customers(s, filters["q"]),
+                          f"customers-{_stamp()}.xlsx", "Customers")
 
 
-@bp.route("/transactions/export.csv")
+@bp.route("/transactions/export.csv", methods=["POST"])
 @access(Role.manager)
 def export_transactions_csv():
-    filters = imports.parse_transaction_filters(db.session(), request.args)   # bad filters: 422 now
-    return _csv_response(lambda s: imports.export_transactions(s, filters), f"transactions-{_stamp()}.csv")
+    f, filters = _transaction_filters()
+    return _csv_response("transactions", filters, lambda s: imports.export_transactions(s, f),
+                         f"transactions-{_stamp()}.csv")
 
 
-@bp.route("/transactions/export.xlsx")
+@bp.route("/transactions/export.xlsx", methods=["POST"])
 @access(Role.manager)
 def export_transactions_xlsx():
-    s = db.session()
-    rows = imports.export_transactions(s, imports.parse_transaction_filters(s, request.args))
-    return _xlsx_response(rows, f"transactions-{_stamp()}.xlsx", "Transactions")
+    f, filters = _transaction_filters()
+    return _xlsx_response("transactions", filters, lambda s: imports.export_transactions(s, f),
+                          f"transactions-{_stamp()}.xlsx", "Transactions")

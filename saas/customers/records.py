@@ -1,8 +1,8 @@
 """Keeping the customer archive clean and lawful: merging duplicate customers, handing a
-departed staff member's customers to someone else, and the privacy requests (export one
-customer's data, erase it). Plain functions over a tenant-bound session; each change
-writes an AuditEntry in the same transaction, so the change and its record commit or
-roll back together."""
+departed staff member's customers to someone else, the privacy requests (export one
+customer's data, erase it), and the record of list exports. Plain functions over a
+tenant-bound session; each change writes an AuditEntry in the same transaction, so the
+change and its record commit or roll back together."""
 from __future__ import annotations
 
 import datetime as dt
@@ -40,6 +40,11 @@ ERASED_VALUES = {
     "external_ref": None, "card_number": None,
 }
 
+# The audit action of an edited contact log entry (on the customer; details hold the
+# entry's id and {field: [old, new]}), and its fields that are free text.
+CONTACT_LOG_EDIT = "contact_log_edit"
+CONTACT_LOG_FREE_TEXT = ("outcome", "next_step")
+
 CANDIDATE_LIMIT = 20
 OWNED_LIST_LIMIT = 200
 
@@ -66,8 +71,9 @@ def get_customer(s: Session, customer_id: uuid.UUID) -> Customer:
     return customer
 
 
-def _audit(s: Session, actor_user_id: uuid.UUID | None, action: str, object_type: str,
-           object_id: uuid.UUID | None, details: dict, when: dt.datetime | None = None) -> AuditEntry:
+def write_audit(s: Session, actor_user_id: uuid.UUID | None, action: str, object_type: str,
+                object_id: uuid.UUID | None, details: dict, when: dt.datetime | None = None) -> AuditEntry:
+    """Add an AuditEntry to the session (it commits or rolls back with the change it records)."""
     entry = AuditEntry(actor_user_id=actor_user_id, action=action, object_type=object_type,
                        object_id=object_id, details=details)
     if when is not None:
@@ -229,9 +235,9 @@ def merge_customers(s: Session, survivor_id: uuid.UUID, duplicate_id: uuid.UUID,
         counts = hook(s, survivor, duplicate)
         if counts:
             moved.update(counts)
-    _audit(s, actor_user_id, "merge", "customer", survivor.id,
+    write_audit(s, actor_user_id, "merge", "customer", survivor.id,
            {"duplicate_id": str(duplicate.id), "moved": moved, "filled": filled, "keys_moved": sorted(keys)})
-    _audit(s, actor_user_id, "merged_into", "customer", duplicate.id, {"survivor_id": str(survivor.id)})
+    write_audit(s, actor_user_id, "merged_into", "customer", duplicate.id, {"survivor_id": str(survivor.id)})
     s.flush()
     return survivor
 
@@ -294,7 +300,7 @@ def reassign_customers(s: Session, from_user_id: uuid.UUID, to_user_id: uuid.UUI
     details = {"from_user_id": str(from_user_id), "to_user_id": str(to_user_id)}
     s.add_all([AuditEntry(actor_user_id=actor_user_id, action="reassign", object_type="customer",
                           object_id=cid, details=details) for cid in ids])
-    _audit(s, actor_user_id, "reassign", "user", from_user_id, {**details, "customers": len(ids)})
+    write_audit(s, actor_user_id, "reassign", "user", from_user_id, {**details, "customers": len(ids)})
     s.flush()
     return len(ids)
 
@@ -317,7 +323,7 @@ def export_customer(s: Session, customer_id: uuid.UUID, actor_user_id: uuid.UUID
     customer = get_customer(s, customer_id)
     # The audit entry goes first: on SQLite a write that starts the transaction waits for
     # the lock instead of failing after the reads.
-    _audit(s, actor_user_id, "export", "customer", customer.id, {}, when=now)
+    write_audit(s, actor_user_id, "export", "customer", customer.id, {}, when=now)
     s.flush()
     locations = {x.id: x for x in s.scalars(select(Location))}
     departments = {x.id: x for x in s.scalars(select(Department))}
@@ -418,8 +424,26 @@ def _anonymise(s: Session, customer: Customer, as_of: dt.datetime) -> dict[str, 
                                                .where(Transaction.customer_id == customer.id, Transaction.note != "")
                                                .values(note="")
                                                .execution_options(synchronize_session="fetch")).rowcount or 0,
+        "audit_texts_cleared": _clear_edit_texts(s, customer),
     }
     return counts
+
+
+def _clear_edit_texts(s: Session, customer: Customer) -> int:
+    """Empty the old and new free texts the audit entries of contact log edits hold (they
+    are the person's data like the log itself); which fields changed, when and by whom stay.
+    Returns how many entries were changed."""
+    n = 0
+    for entry in s.scalars(select(AuditEntry).where(AuditEntry.object_type == "customer",
+                                                    AuditEntry.object_id == customer.id,
+                                                    AuditEntry.action == CONTACT_LOG_EDIT)):
+        changes = dict((entry.details or {}).get("changes") or {})
+        texts = [k for k in CONTACT_LOG_FREE_TEXT if k in changes]
+        if texts:
+            changes.update({k: ["", ""] for k in texts})
+            entry.details = {**entry.details, "changes": changes}
+            n += 1
+    return n
 
 
 def erase_customer(s: Session, customer_id: uuid.UUID, actor_user_id: uuid.UUID | None,
@@ -446,13 +470,41 @@ def erase_customer(s: Session, customer_id: uuid.UUID, actor_user_id: uuid.UUID 
     for other in merged:
         for key, n in _anonymise(s, other, as_of).items():
             counts[key] += n
-        _audit(s, actor_user_id, "erase", "customer", other.id, {"with": str(customer.id)}, when=as_of)
+        write_audit(s, actor_user_id, "erase", "customer", other.id, {"with": str(customer.id)}, when=as_of)
     counts["merged_records_erased"] = len(merged)
     counts["transactions_kept"] = s.scalar(select(func.count()).select_from(Transaction)
                                            .where(Transaction.customer_id == customer.id)) or 0
-    _audit(s, actor_user_id, "erase", "customer", customer.id, counts, when=as_of)
+    write_audit(s, actor_user_id, "erase", "customer", customer.id, counts, when=as_of)
     s.flush()
     return customer
+
+
+# --- exports of the customer and transaction lists -------------------------------------
+
+LIST_EXPORTS = ("customers", "transactions")
+
+
+def audit_list_export(s: Session, actor_user_id: uuid.UUID | None, what: str, file_format: str, filters: dict,
+                      rows: int | None, now: dt.datetime) -> AuditEntry:
+    """Record an export of the customer or transaction list (``what`` in LIST_EXPORTS):
+    the format (csv, xlsx), the filters as given and the number of rows (None while a
+    streamed file is still being sent; see ``set_export_rows``)."""
+    if what not in LIST_EXPORTS:
+        raise ValueError(what)
+    entry = write_audit(s, actor_user_id, "export", f"{what}_list", None,
+                        {"format": file_format, "filters": filters, "rows": rows}, when=now)
+    s.flush()
+    return entry
+
+
+def set_export_rows(s: Session, entry_id: uuid.UUID, rows: int) -> None:
+    """Fill in the row count of a list export once its file was sent in full; NotFound for
+    an id of no export entry of the bound tenant."""
+    entry = s.get(AuditEntry, (bound_tenant_id(s), entry_id))
+    if entry is None or entry.action != "export" or entry.object_id is not None:
+        raise NotFound("audit_entry")
+    entry.details = {**(entry.details or {}), "rows": rows}
+    s.flush()
 
 
 # --- the audit log -----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 privacy requests (export one customer's data, erase it), with the customer's audit log."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 
@@ -18,8 +19,12 @@ from saas.auth import services as auth_services
 from saas.auth.models import Role, User
 from saas.customers import records
 from saas.customers.models import Customer
+from saas.customers.services import CONTACT_CHANNELS
 from saas.errors import ValidationFailed
+from saas.formatting import datetime as format_datetime
+from saas.formatting import localized
 from saas.forms import add_errors, apply_errors, listed, required
+from saas.settings import services as settings_services
 from saas.web import access
 
 bp = Blueprint("records", __name__)
@@ -61,6 +66,12 @@ ACTION_LABELS = {
     "reassign": _l("Changed the customer manager"),
     "export": _l("Exported the customer's data"),
     "erase": _l("Erased the personal data"),
+    records.CONTACT_LOG_EDIT: _l("Edited a contact log entry"),
+}
+# Labels of the fields a contact log edit records (the form's own labels).
+CONTACT_FIELD_LABELS = {
+    "channel": _l("Kind of contact"), "occurred_at": _l("When"), "outcome": _l("Outcome"),
+    "next_step": _l("Next step"), "location": _l("Location"),
 }
 
 
@@ -156,10 +167,12 @@ def reassign(membership_id: uuid.UUID):
 
 # --- privacy: export and erase -----------------------------------------------------------
 
-@bp.route("/customers/<uuid:customer_id>/export.json")
+@bp.route("/customers/<uuid:customer_id>/export.json", methods=["POST"])
 @access(Role.manager)
 def export(customer_id: uuid.UUID):
-    """The customer's full data as a JSON download (a PIPL/GDPR access request)."""
+    """The customer's full data as a JSON download (a PIPL/GDPR access request). A POST
+    (a button, with the CSRF token): each export writes an audit entry, which a link that
+    any page, prefetcher or crawler can make the browser follow must not do."""
     data = records.export_customer(db.session(), customer_id, current_user.id, clock.now_utc())
     body = json.dumps(data, ensure_ascii=False, indent=2)
     return Response(body, mimetype="application/json", headers={
@@ -212,4 +225,33 @@ def audit(customer_id: uuid.UUID):
         mentioned.update(v for k, v in d.items() if k in ("from_user_id", "to_user_id"))
     return render_template("records/audit.html", customer=customer, rows=rows, action_labels=ACTION_LABELS,
                            moved_labels=MOVED_LABELS, field_labels=FIELD_LABELS,
-                           user_names=records.user_names(s, mentioned))
+                           user_names=records.user_names(s, mentioned), contact_changes=_contact_changes(s, rows))
+
+
+def _contact_changes(s, rows) -> dict:
+    """For each contact log edit among ``rows``: [(label, old, new)] as people read them
+    (kinds by name, times in the tenant's zone, locations by name)."""
+    locations = {e.code: localized(e) for e in settings_services.list_entries(s, "locations")}
+
+    def shown(key, value):
+        if not value:
+            return "—"
+        if key == "channel":
+            return str(CONTACT_CHANNELS.get(value, value))
+        if key == "occurred_at":
+            try:
+                return format_datetime(dt.datetime.fromisoformat(value))
+            except ValueError:
+                return value
+        if key == "location":
+            return locations.get(value, value)
+        return value
+
+    result = {}
+    for row in rows:
+        if row.entry.action != records.CONTACT_LOG_EDIT:
+            continue
+        changes = (row.entry.details or {}).get("changes") or {}
+        result[row.entry.id] = [(CONTACT_FIELD_LABELS.get(k, k), shown(k, old), shown(k, new))
+                                for k, (old, new) in changes.items()]
+    return result

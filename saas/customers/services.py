@@ -4,6 +4,7 @@ the data lives here, so the HTML views and the JSON API refuse the same things."
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -11,18 +12,22 @@ from decimal import Decimal, InvalidOperation
 
 import phonenumbers
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import and_, func, or_, select, union
+from sqlalchemy import and_, func, literal_column, not_, or_, select, text, union, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from saas import clock
 from saas.auth.models import Membership, Tenant, User
 from saas.customers.models import ContactLog, Customer, CustomerContact, Preference, Transaction
+from saas.customers.records import CONTACT_LOG_EDIT, write_audit
 from saas.db import bound_tenant_id
 from saas.errors import NotFound, ValidationFailed
 from saas.settings.models import Department, Location, TransactionKind
 
 PER_PAGE = 50
+# A search counts its matches up to this many; past it the lists say "more than ..." (counting
+# and sorting every customer whose name starts with 王 would cost more than the search).
+SEARCH_COUNT_LIMIT = 1000
 # How many transactions the customer page lists (the totals always cover all of them).
 RECENT_TRANSACTIONS = 100
 
@@ -101,6 +106,8 @@ class Page:
     total: int
     page: int
     per_page: int
+    # Set when a search found more than ``total`` (SEARCH_COUNT_LIMIT) matches: it stops counting there.
+    more: bool = False
 
     @property
     def pages(self) -> int:
@@ -164,6 +171,13 @@ def phone_variants(e164: str) -> set[str]:
     return variants
 
 
+# A Chinese mobile number in E.164. Lists show one per row, and phonenumbers takes ~0.1 ms
+# to format a number (most of the time of a 50-row search page): these are formatted
+# directly, as phonenumbers does (tests/test_search.py compares the two), and any other
+# number through a cache.
+_CN_MOBILE = re.compile(r"\+86(1[3-9][0-9])([0-9]{4})([0-9]{4})")
+
+
 def format_phone(phone: str | None, region: str = "CN") -> str:
     """A stored number as people read it: national format for the tenant's own country
     (138 0013 8000), international otherwise (+44 20 7946 0958); numbers saved before
@@ -171,6 +185,13 @@ def format_phone(phone: str | None, region: str = "CN") -> str:
     phone = phone or ""
     if not phone.startswith("+"):
         return phone
+    if region == "CN" and (m := _CN_MOBILE.fullmatch(phone)):
+        return " ".join(m.groups())
+    return _format_e164(phone, region)
+
+
+@functools.lru_cache(maxsize=20_000)
+def _format_e164(phone: str, region: str) -> str:
     try:
         number = phonenumbers.parse(phone, None)
     except phonenumbers.NumberParseException:
@@ -185,16 +206,27 @@ def mask_phone(phone: str | None, region: str | None = None) -> str:
     of ``region`` is masked in its national form (+8613812345678 -> 138****5678)."""
     phone = phone or ""
     if region and phone.startswith("+"):
-        try:
-            number = phonenumbers.parse(phone, None)
-            if phonenumbers.region_code_for_number(number) == region:
-                phone = phonenumbers.national_significant_number(number)
-        except phonenumbers.NumberParseException:
-            pass
+        if region == "CN" and _CN_MOBILE.fullmatch(phone):
+            phone = phone[3:]
+        else:
+            phone = _national_in(phone, region)
     if len(phone) >= 8:
         return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
     if len(phone) > 2:
         return "*" * (len(phone) - 2) + phone[-2:]
+    return phone
+
+
+@functools.lru_cache(maxsize=20_000)
+def _national_in(phone: str, region: str) -> str:
+    """The national significant number of an E.164 number of ``region``; the number
+    unchanged when it is of another region or unreadable."""
+    try:
+        number = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException:
+        return phone
+    if phonenumbers.region_code_for_number(number) == region:
+        return phonenumbers.national_significant_number(number)
     return phone
 
 
@@ -217,84 +249,166 @@ def _next_string(value: str) -> str | None:
     return None
 
 
+# PostgreSQL and row-level security: the app role's conditions can drive an index only when
+# their operators are LEAKPROOF (otherwise they must wait until the tenant policy has
+# filtered the rows, i.e. after a scan of the tenant's rows). =, <, >= and starts_with (^@)
+# on text are; lower(), LIKE and the pg_trgm operators are not. So on PostgreSQL the search
+# uses name ^@ / phone ^@ / email = where it can (btree ranges in a C-collated database),
+# and "any part of the phone" (LIKE '%...%', the pg_trgm GIN indexes) and case-insensitive
+# names use their indexes only where a superuser has declared textlike() and lower()
+# LEAKPROOF (see tests/test_search.py) — a scan of the tenant's rows otherwise.
+
+def _name_starts(s: Session, query: str):
+    """The condition "lower(name) starts with lower(query)": on SQLite a code-point range
+    on ix_customers_tenant_lower_name (exactly the prefix, and the index alone answers it);
+    on PostgreSQL name ^@ query when the query has no upper/lower case (Chinese names,
+    digits), a range of ix_customers_tenant_name, else lower(name) LIKE 'x%'."""
+    lowered = query.lower()
+    column = func.lower(Customer.name)
+    if s.get_bind().dialect.name == "sqlite":
+        cond = column >= lowered
+        upper = _next_string(lowered)
+        return and_(cond, column < upper) if upper is not None else cond
+    if lowered == query.upper():
+        return Customer.name.op("^@", is_comparison=True)(query)
+    return column.startswith(lowered, autoescape=True)
+
+
+def _starts(s: Session, column, value: str):
+    """``column`` starts with ``value``: on SQLite a range on the index and LIKE (SQLite
+    does not use an index for LIKE here; the range compares code points like LIKE does, so
+    it only narrows); on PostgreSQL starts_with (^@, leakproof and a btree range)."""
+    if s.get_bind().dialect.name != "sqlite":
+        return column.op("^@", is_comparison=True)(value)
+    cond = and_(column >= value, column.startswith(value, autoescape=True))
+    upper = _next_string(value)
+    return and_(column < upper, cond) if upper is not None else cond
+
+
+def _phone_matches(s: Session, digits: str, region: str | None) -> tuple[list, object | None]:
+    """Conditions on the customers whose phone numbers match what staff typed (digits,
+    maybe with a leading +): any part of either number for 3 digits or more (a trigram
+    index: FTS5 on SQLite, pg_trgm on PostgreSQL), the start of the number for a leading
+    + or for 1-2 digits, and the international form of a number typed with its trunk
+    prefix (021 6666 -> +86216666...) or with 00 (0044... -> +44...). Returns the
+    conditions on the start of the numbers and the condition on any part (or None)."""
+    sqlite = s.get_bind().dialect.name == "sqlite"
+    prefixes = []
+    anywhere = None
+    if digits.startswith("+"):
+        prefixes.append(digits)  # only an E.164 number has a +, at its start
+    else:
+        if len(digits) >= 3:
+            anywhere = digits
+        else:
+            prefixes.append(digits)  # numbers saved before phones were normalised
+        code = None
+        if digits.startswith("00") and len(digits) > 4:
+            prefixes.append("+" + digits[2:])  # 0044... dialled the international way
+        elif digits.startswith("0") and len(digits) > 1:
+            # A national number with its trunk prefix: stored as +<country code><rest>.
+            code = phonenumbers.country_code_for_region(region or tenant_country(s))
+            if code:
+                prefixes.append(f"+{code}{digits[1:]}")
+        elif len(digits) < 3:
+            # Too short for the trigram index: the start of the national number.
+            code = phonenumbers.country_code_for_region(region or tenant_country(s))
+            if code:
+                prefixes.append(f"+{code}{digits}")
+    matches = []
+    anywhere_cond = None
+    if anywhere is not None:
+        if sqlite:
+            # customer_phone_search: FTS5 trigram index of phone and phone_alt (migration
+            # 0004), whose rowids are the customers' rowids; a quoted phrase matches it
+            # anywhere in either number.
+            fts = text("SELECT rowid FROM customer_phone_search WHERE customer_phone_search MATCH :phone_phrase")
+            anywhere_cond = literal_column("customers.rowid").in_(fts.bindparams(phone_phrase=f'"{anywhere}"'))
+        else:
+            # The pg_trgm GIN indexes ix_customers_phone_trgm / ix_customers_phone_alt_trgm.
+            anywhere_cond = or_(Customer.phone.contains(anywhere, autoescape=True),
+                                Customer.phone_alt.contains(anywhere, autoescape=True))
+    for p in prefixes:
+        matches += [_starts(s, Customer.phone, p), _starts(s, Customer.phone_alt, p)]
+    return matches, anywhere_cond
+
+
 def search_customers(s: Session, query: str = "", page: int = 1, per_page: int = PER_PAGE,
                      region: str | None = None) -> Page:
     """Customers matching ``query`` by any part of the phone numbers (as typed by staff:
     "13800", "0138", "138 0013"), the start of the name, the card number, the external
     reference, the email or the plate number; all customers for an empty query. Ordered
-    by name; ``page`` counts from 1 and is clamped to the range. ``region`` (default: the
-    tenant's country) reads a number typed with its trunk prefix (021 6666 8888)."""
+    by name (lower(name), name, id); ``page`` counts from 1 and is clamped to the range.
+    ``region`` (default: the tenant's country) reads a number typed with its trunk prefix
+    (021 6666 8888). A search counts at most SEARCH_COUNT_LIMIT matches: past that,
+    ``total`` is the limit, ``more`` is set and the pages stop there."""
     query = (query or "").replace("\x00", "").strip()[:100]
-    q = select(Customer).where(Customer.merged_into_id.is_(None))
-    if query:
-        # One id subquery per kind of match, each able to seek (or scan) its own index;
-        # the OR of them all would scan the tenant's rows.
-        sqlite = s.get_bind().dialect.name == "sqlite"
+    order = (func.lower(Customer.name), Customer.name, Customer.id)
+    # The matches by name: read, counted and paged in the order of ix_customers_tenant_lower_name.
+    named = select(Customer.id).where(Customer.merged_into_id.is_(None))
+    if not query:
+        total = s.scalar(select(func.count()).select_from(named.subquery()))
+        page = min(max(1, page), max(1, -(-total // per_page)))
+        window = named.order_by(*order).offset((page - 1) * per_page).limit(per_page)
+        items = list(s.scalars(select(Customer).where(Customer.id.in_(window)).order_by(*order)))
+        return Page(items=items, total=total, page=page, per_page=per_page)
 
-        def prefix(column, value: str):
-            cond = column.startswith(value, autoescape=True)
-            if sqlite:
-                # A range on the index as well (SQLite does not use an index for LIKE
-                # here); compares code points like LIKE does, so it only narrows.
-                cond = and_(column >= value, cond)
-                upper = _next_string(value)
-                if upper is not None:
-                    cond = and_(column < upper, cond)
-            return cond
+    ql = query.lower()
+    sqlite = s.get_bind().dialect.name == "sqlite"
+    name_cond = _name_starts(s, query)
+    named = named.where(name_cond)
+    # Every other kind of match, OR-ed: each term can seek its own index (SQLite's
+    # multi-index OR, PostgreSQL's BitmapOr); less the customers that match by name too
+    # (counted there).
+    matches = [
+        Customer.card_number == query,
+        Customer.external_ref == query,
+        # Emails are stored in lower case; SQLite has an index on lower(email) for older rows.
+        func.lower(Customer.email) == ql if sqlite else Customer.email == ql,
+    ]
+    plate = normalise_plate(query)
+    if plate:
+        matches.append(Customer.plate_number == plate)
+        if len(plate) >= 3:
+            matches.append(_starts(s, Customer.plate_number, plate))
+    digits = normalise_phone(query)
+    if re.fullmatch(r"\+?[0-9]+", digits):
+        prefix_conds, anywhere = _phone_matches(s, digits, region)
+        matches += prefix_conds
+    else:
+        anywhere = None
+    if sqlite:
+        match = or_(*matches, *([anywhere] if anywhere is not None else []))
+    else:
+        # Apart, so that the leakproof conditions keep their BitmapOr of indexes.
+        arms = [select(Customer.id).where(or_(*matches))]
+        if anywhere is not None:
+            arms.append(select(Customer.id).where(anywhere))
+        match = Customer.id.in_(union(*arms)) if len(arms) > 1 else or_(*matches)
+    others = select(Customer.id).where(Customer.merged_into_id.is_(None), not_(name_cond), match)
 
-        ql = query.lower()
-        matches = [
-            select(Customer.id).where(prefix(func.lower(Customer.name), ql)),
-            select(Customer.id).where(Customer.card_number == query),
-            select(Customer.id).where(Customer.external_ref == query),
-            select(Customer.id).where(func.lower(Customer.email) == ql),
-        ]
-        plate = normalise_plate(query)
-        if plate:
-            matches.append(select(Customer.id).where(Customer.plate_number == plate))
-            if len(plate) >= 3:
-                matches.append(select(Customer.id).where(prefix(Customer.plate_number, plate)))
-        digits = normalise_phone(query)
-        if re.fullmatch(r"\+?[0-9]+", digits):
-            # Any part of either number: a scan of the narrow covering index
-            # ix_customers_tenant_phones, not of the table.
-            if sqlite:
-                # instr() is a plain substring test, cheaper than LIKE '%...%' per entry.
-                phones = [func.instr(Customer.phone, digits) > 0, func.instr(Customer.phone_alt, digits) > 0]
-            else:
-                phones = [Customer.phone.contains(digits, autoescape=True),
-                          Customer.phone_alt.contains(digits, autoescape=True)]
-            prefixes = []
-            if digits.startswith("00") and len(digits) > 4:
-                prefixes.append("+" + digits[2:])  # 0044... dialled the international way
-            elif digits.startswith("0") and len(digits) > 1:
-                # A national number with its trunk prefix: stored as +<country code><rest>.
-                code = phonenumbers.country_code_for_region(region or tenant_country(s))
-                if code:
-                    prefixes.append(f"+{code}{digits[1:]}")
-            for p in prefixes:
-                phones += [Customer.phone.startswith(p, autoescape=True),
-                           Customer.phone_alt.startswith(p, autoescape=True)]
-            matches.append(select(Customer.id).where(or_(*phones)))
-        q = q.where(Customer.id.in_(union(*matches)))
-    ordered = q.order_by(Customer.name, Customer.id)
-    page = max(1, page)
-    if query:
-        # The page and the count in one pass over the matches (a window count), rather
-        # than evaluating the search twice; a count only for a page past the end.
-        # Sorts narrow (id, name) rows; the page's customers are loaded afterwards.
-        rows = s.execute(ordered.with_only_columns(Customer.id, func.count().over())
-                         .offset((page - 1) * per_page).limit(per_page)).all()
-        if rows or page == 1:
-            total = rows[0][1] if rows else 0
-            items = list(s.scalars(select(Customer).where(Customer.id.in_([r[0] for r in rows]))
-                                   .order_by(Customer.name, Customer.id))) if rows else []
-            return Page(items=items, total=total, page=page, per_page=per_page)
-    total = s.scalar(select(func.count()).select_from(q.subquery()))
-    pages = max(1, -(-total // per_page))
-    page = min(page, pages)
-    items = list(s.scalars(ordered.offset((page - 1) * per_page).limit(per_page)))
-    return Page(items=items, total=total, page=page, per_page=per_page)
+    def counted(q):
+        return select(func.count()).select_from(q.limit(SEARCH_COUNT_LIMIT + 1).subquery()).scalar_subquery()
+
+    by_name, by_other = s.execute(select(counted(named), counted(others))).one()
+    total = by_name + by_other
+    more = total > SEARCH_COUNT_LIMIT
+    if more:
+        total = SEARCH_COUNT_LIMIT
+    page = min(max(1, page), max(1, -(-total // per_page)))
+    offset = (page - 1) * per_page
+    size = min(per_page, total - offset) if more else per_page  # the last page stops at the cap
+    if by_other:
+        # The page is among the first offset + per_page of either kind.
+        first = offset + per_page
+        window = union_all(select(named.order_by(*order).limit(first).subquery().c.id),
+                           select(others.order_by(*order).limit(first).subquery().c.id))
+        q = select(Customer).where(Customer.id.in_(window)).order_by(*order).offset(offset).limit(size)
+    else:
+        window = named.order_by(*order).offset(offset).limit(size)
+        q = select(Customer).where(Customer.id.in_(window)).order_by(*order)
+    items = list(s.scalars(q))
+    return Page(items=items, total=total, page=page, per_page=per_page, more=more)
 
 
 def get_customer(s: Session, customer_id: uuid.UUID) -> Customer:
@@ -666,9 +780,9 @@ def _check_choice(errors: dict, data: dict, key: str, choices: dict) -> str:
     return value
 
 
-def _optional_location(s: Session, errors: dict, data: dict) -> uuid.UUID | None:
+def _optional_location(s: Session, errors: dict, data: dict, current: uuid.UUID | None = None) -> uuid.UUID | None:
     try:
-        location = _entry(s, Location, data.get("location_id"))
+        location = _entry(s, Location, data.get("location_id"), current)
     except LookupError:
         errors.setdefault("location_id", []).append(_l("Choose one of the listed values."))
         return None
@@ -680,31 +794,61 @@ def list_decision_makers(s: Session, customer: Customer) -> list[CustomerContact
                           .order_by(CustomerContact.name, CustomerContact.id)))
 
 
-def add_decision_maker(s: Session, customer: Customer, data: dict, region: str | None = None) -> CustomerContact:
-    """Add a key decision maker (name required, role, phone in E.164) to a company
-    customer. Raises ValidationFailed per field; nothing is written then."""
+def _clean_decision_maker(s: Session, data: dict, region: str | None) -> dict:
+    """The fields of a decision maker (name required, role, phone in E.164), for adding
+    and editing alike. Raises ValidationFailed per field."""
     errors: dict[str, list] = {}
     name = _plain(errors, data, "name", 120, required=True)
     role = _plain(errors, data, "role", 60)
+    phone = ""
     try:
         phone = parse_phone(_text(data, "phone"), region or tenant_country(s))
     except ValueError:
         errors.setdefault("phone", []).append(PHONE_MESSAGE)
     if errors:
         raise ValidationFailed(errors)
-    contact = CustomerContact(customer_id=customer.id, name=name, role=role, phone=phone)
+    return {"name": name, "role": role, "phone": phone}
+
+
+def add_decision_maker(s: Session, customer: Customer, data: dict, region: str | None = None) -> CustomerContact:
+    """Add a key decision maker (name required, role, phone in E.164) to a company
+    customer. Raises ValidationFailed per field; nothing is written then."""
+    contact = CustomerContact(customer_id=customer.id, **_clean_decision_maker(s, data, region))
     s.add(contact)
     s.flush()
     return contact
 
 
-def _remove_entry(s: Session, model, customer: Customer, entry_id: uuid.UUID) -> None:
-    """Delete one row of ``model`` that belongs to the customer; NotFound for any other id
-    (another customer's, another tenant's, or none)."""
+def get_decision_maker(s: Session, customer: Customer, contact_id: uuid.UUID) -> CustomerContact:
+    """One of the customer's decision makers; NotFound for any other id."""
+    return _own_entry(s, CustomerContact, customer, contact_id)
+
+
+def update_decision_maker(s: Session, customer: Customer, contact_id: uuid.UUID, data: dict,
+                          region: str | None = None) -> CustomerContact:
+    """Change a decision maker's name, role and phone, checked as when adding. Raises
+    NotFound for an id not of the customer's decision makers, ValidationFailed per field
+    (nothing is changed then)."""
+    contact = get_decision_maker(s, customer, contact_id)
+    for key, value in _clean_decision_maker(s, data, region).items():
+        setattr(contact, key, value)
+    s.flush()
+    return contact
+
+
+def _own_entry(s: Session, model, customer: Customer, entry_id: uuid.UUID):
+    """The row of ``model`` with this id if it belongs to the customer; NotFound for any
+    other id (another customer's, another tenant's, or none)."""
     entry = s.get(model, (bound_tenant_id(s), entry_id))
     if entry is None or entry.customer_id != customer.id:
         raise NotFound(model.__tablename__)
-    s.delete(entry)
+    return entry
+
+
+def _remove_entry(s: Session, model, customer: Customer, entry_id: uuid.UUID) -> None:
+    """Delete one row of ``model`` that belongs to the customer; NotFound for any other id
+    (another customer's, another tenant's, or none)."""
+    s.delete(_own_entry(s, model, customer, entry_id))
     s.flush()
 
 
@@ -798,19 +942,24 @@ def parse_local_datetime(raw, tz_name: str) -> dt.datetime:
     return value.astimezone(dt.timezone.utc)
 
 
-def log_contact(s: Session, customer: Customer, data: dict, staff_user_id: uuid.UUID | None,
-                now: dt.datetime, tz_name: str) -> ContactLog:
-    """Log a call, visit, message or email: channel, occurred_at (a datetime-local value in
-    the tenant's zone ``tz_name``; empty means ``now``; not after ``now``), outcome, next
-    step, optional location. Raises ValidationFailed per field; nothing is written then."""
+def _clean_contact_log(s: Session, data: dict, now: dt.datetime, tz_name: str, default_time: dt.datetime | None,
+                       current_location: uuid.UUID | None = None) -> dict:
+    """The fields of a contact log entry, for logging and editing alike: channel
+    (CONTACT_CHANNELS), occurred_at (a datetime-local value in the tenant's zone
+    ``tz_name``, not after ``now``; empty means ``default_time``, and is refused when that
+    is None), outcome, next step, optional location (``current_location`` is allowed even
+    when since deactivated). Raises ValidationFailed per field."""
     errors: dict[str, list] = {}
     channel = _check_choice(errors, data, "channel", CONTACT_CHANNELS)
     outcome = _plain(errors, data, "outcome", 500)
     next_step = _plain(errors, data, "next_step", 255)
-    location_id = _optional_location(s, errors, data)
+    location_id = _optional_location(s, errors, data, current_location)
     raw = data.get("occurred_at")
-    occurred_at = now
-    if raw not in (None, ""):
+    occurred_at = default_time
+    if raw in (None, ""):
+        if default_time is None:
+            errors["occurred_at"] = [_l("This field is required.")]
+    else:
         try:
             occurred_at = parse_local_datetime(raw, tz_name)
         except ValueError:
@@ -823,11 +972,63 @@ def log_contact(s: Session, customer: Customer, data: dict, staff_user_id: uuid.
                 errors["occurred_at"] = [_l("Enter a date and time such as 2026-03-31 14:30.")]
     if errors:
         raise ValidationFailed(errors)
-    entry = ContactLog(customer_id=customer.id, channel=channel, occurred_at=occurred_at, outcome=outcome,
-                       next_step=next_step, staff_user_id=staff_user_id, location_id=location_id)
+    return {"channel": channel, "occurred_at": occurred_at, "outcome": outcome, "next_step": next_step,
+            "location_id": location_id}
+
+
+def log_contact(s: Session, customer: Customer, data: dict, staff_user_id: uuid.UUID | None,
+                now: dt.datetime, tz_name: str) -> ContactLog:
+    """Log a call, visit, message or email: channel, occurred_at (a datetime-local value in
+    the tenant's zone ``tz_name``; empty means ``now``; not after ``now``), outcome, next
+    step, optional location. Raises ValidationFailed per field; nothing is written then."""
+    entry = ContactLog(customer_id=customer.id, staff_user_id=staff_user_id,
+                       **_clean_contact_log(s, data, now, tz_name, default_time=now))
     s.add(entry)
     s.flush()
     return entry
+
+
+def get_contact_log(s: Session, customer: Customer, entry_id: uuid.UUID) -> ContactLog:
+    """One entry of the customer's contact log; NotFound for any other id."""
+    return _own_entry(s, ContactLog, customer, entry_id)
+
+
+def may_edit_contact_log(entry: ContactLog, user_id: uuid.UUID | None, any_entry: bool) -> bool:
+    """Whether a user may edit the entry: the staff member who logged it may, and anyone
+    who may edit any entry (``any_entry``: managers and owners)."""
+    return any_entry or (user_id is not None and entry.staff_user_id == user_id)
+
+
+def _contact_log_values(s: Session, entry: ContactLog) -> dict:
+    """The entry's fields as an audit entry records them (the location by its code)."""
+    location = _locations_by_id(s, [entry.location_id]).get(entry.location_id)
+    return {"channel": entry.channel, "occurred_at": entry.occurred_at.astimezone(dt.timezone.utc).isoformat(),
+            "outcome": entry.outcome, "next_step": entry.next_step, "location": location.code if location else ""}
+
+
+def update_contact_log(s: Session, customer: Customer, entry_id: uuid.UUID, data: dict,
+                       actor_user_id: uuid.UUID | None, now: dt.datetime, tz_name: str) -> dict[str, list]:
+    """Change an entry of the customer's contact log, checked as when logging (but the time
+    is required). The staff member who logged it stays. Writes an AuditEntry
+    (CONTACT_LOG_EDIT, on the customer) with {field: [old, new]} when anything changed, and
+    returns those changes. Raises NotFound for an id not of the customer's log,
+    ValidationFailed per field (nothing is changed then). Who may edit is the caller's
+    check (``may_edit_contact_log``)."""
+    entry = get_contact_log(s, customer, entry_id)
+    clean = _clean_contact_log(s, data, now, tz_name, default_time=None, current_location=entry.location_id)
+    # The form shows the time to the minute: an unchanged minute keeps the stored seconds.
+    if clean["occurred_at"] == entry.occurred_at.replace(second=0, microsecond=0):
+        clean["occurred_at"] = entry.occurred_at
+    before = _contact_log_values(s, entry)
+    for key, value in clean.items():
+        setattr(entry, key, value)
+    after = _contact_log_values(s, entry)
+    changes = {key: [before[key], after[key]] for key in before if before[key] != after[key]}
+    if changes:
+        write_audit(s, actor_user_id, CONTACT_LOG_EDIT, "customer", customer.id,
+                    {"contact_log_id": str(entry.id), "changes": changes}, when=now)
+    s.flush()
+    return changes
 
 
 # --- the guest card ---------------------------------------------------------------------------
