@@ -380,7 +380,33 @@ def _create(s: Session, business: DemoBusiness, as_of: dt.date) -> tuple[int, in
     s.flush()
     s.add_all(transactions)
     s.flush()
+    _loyalty(s, customers, transactions, servers, as_of)
     return len(customers), len(transactions)
+
+
+def _loyalty(s: Session, customers: list[Customer], transactions: list[Transaction], servers: list,
+             as_of: dt.date) -> None:
+    """Replay the history through the loyalty programme: every transaction earns on its
+    day, a few customers redeemed rewards, the expiry and tier reviews run as of ``as_of``."""
+    from saas.loyalty import ledger, services as loyalty
+
+    programme = loyalty.programme_of(s)
+    by_id = {c.id: c for c in customers}
+    kinds = {k.id: k.code for k in s.scalars(select(TransactionKind))}
+    rewards = loyalty.list_rewards(s)
+    rng = random.Random(7)
+    for tx in sorted(transactions, key=lambda t: (t.occurred_on, t.id)):
+        customer = by_id[tx.customer_id]
+        ledger.award_for_transaction(s, programme, tx, customer, kinds[tx.kind_id], "", "", tx.staff_user_id,
+                                     tx.occurred_on)
+        if rewards and rng.random() < 0.08:
+            reward = rng.choice(rewards)
+            try:
+                ledger.redeem(s, programme, customer, tx.occurred_on, reward=reward, staff_user_id=tx.staff_user_id)
+            except ValidationFailed:
+                pass  # not enough points yet
+    ledger.expire_due(s, as_of)
+    ledger.review_tiers(s, programme, as_of)
 
 
 def load_all(database: Database, as_of: dt.date) -> Iterator[str]:

@@ -93,6 +93,28 @@ def cleanup_engine(app):
     engine.dispose()
 
 
+def empty_database(conn) -> None:
+    """Delete every row of every table (the schema owner on SQLite, the superuser on
+    PostgreSQL), the append-only ledger included."""
+    if conn.dialect.name == "postgresql":
+        # A transaction a test left open (an unread streamed response, a session not
+        # closed) would block TRUNCATE for ever: end it, the test is over.
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                          "current_database() AND pid <> pg_backend_pid() AND state LIKE 'idle in%'"))
+        conn.execute(text("SET LOCAL lock_timeout = '20s'"))
+        conn.execute(text("TRUNCATE tenants, users CASCADE"))
+        return
+    # The ledger's append-only triggers refuse DELETE: set them aside meanwhile.
+    triggers = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                                 "AND sql LIKE '%append-only%'")).all()
+    for name, _sql in triggers:
+        conn.execute(text(f'DROP TRIGGER "{name}"'))
+    for table in reversed(Base.metadata.sorted_tables):
+        conn.execute(table.delete())
+    for _name, sql in triggers:
+        conn.execute(text(sql))
+
+
 @pytest.fixture(autouse=True)
 def _clean(request):
     """Empty every table after each test that used the app, and reset rate limits."""
@@ -103,23 +125,7 @@ def _clean(request):
     engine = request.getfixturevalue("cleanup_engine")
     yield
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # A transaction a test left open (an unread streamed response, a session not
-            # closed) would block TRUNCATE for ever: end it, the test is over.
-            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
-                              "current_database() AND pid <> pg_backend_pid() AND state LIKE 'idle in%'"))
-            conn.execute(text("SET LOCAL lock_timeout = '20s'"))
-            conn.execute(text("TRUNCATE tenants, users CASCADE"))
-        else:
-            # The ledger's append-only triggers refuse DELETE: set them aside meanwhile.
-            triggers = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
-                                         "AND sql LIKE '%append-only%'")).all()
-            for name, _sql in triggers:
-                conn.execute(text(f'DROP TRIGGER "{name}"'))
-            for table in reversed(Base.metadata.sorted_tables):
-                conn.execute(table.delete())
-            for _name, sql in triggers:
-                conn.execute(text(sql))
+        empty_database(conn)
     app.extensions.pop("outbox", None)
     with app.app_context():
         limiter.reset()

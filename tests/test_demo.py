@@ -5,14 +5,14 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from saas import demo
 from saas.auth.models import Membership, Tenant, User
 from saas.customers.models import Customer, Transaction
-from saas.db import Base, bind_tenant
+from saas.db import bind_tenant
 from saas.settings.models import TransactionKind
-from tests.conftest import login
+from tests.conftest import empty_database, login
 
 AS_OF = dt.date(2026, 3, 15)
 SLUGS = ["demo-bank", "demo-dealership", "demo-hotel", "demo-property"]
@@ -132,11 +132,7 @@ def test_demo_is_deterministic(app, cleanup_engine, loaded):
 
     first = snapshot()
     with cleanup_engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("TRUNCATE tenants, users CASCADE"))
-        else:
-            for table in reversed(Base.metadata.sorted_tables):
-                conn.execute(table.delete())
+        empty_database(conn)
     assert _all_tenants(app) == {}
     list(demo.load_all(app.extensions["huitou_db"], AS_OF))
     assert snapshot() == first

@@ -82,7 +82,7 @@ def test_guest_card_partial_and_full_page(client, guest, tenant_session, add_mem
     assert "HX-Request" in part.headers["Vary"]
     boosted = client.get(f"/frontdesk/{c.id}", headers={"HX-Request": "true", "HX-Boosted": "true"})
     assert "<html" in boosted.text
-    for text in ("王先生", "Important customer", "Loyalty programme not active yet", "No open complaints",
+    for text in ("王先生", "Important customer", "Member", "Redeem points", "No open complaints",
                  "No visits recorded yet", "No preferences recorded yet", "Record visit", "Add preference",
                  "Log contact"):
         assert text in part.text, text

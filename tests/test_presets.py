@@ -29,3 +29,7 @@ def test_preset_is_complete_and_valid(industry, app):
     with app.test_request_context():
         for section in presets.PROGRAMME_SECTIONS:
             assert presets.validate_section(section, preset[section], departments) == [], section
+    assert preset["rewards"], "a starting rewards catalogue"
+    assert len({r["code"] for r in preset["rewards"]}) == len(preset["rewards"])
+    for r in preset["rewards"]:
+        assert r["name_zh"] and r["name_en"] and isinstance(r["points_cost"], int) and r["points_cost"] > 0

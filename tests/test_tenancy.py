@@ -60,7 +60,9 @@ EXPECTED_ACCESS = {
     "customers.delete_preference": "staff",
     "customers.new_contact_log": "staff",
     "customers.new_decision_maker": "staff",
+    "customers.edit_decision_maker": "staff",
     "customers.delete_decision_maker": "staff",
+    "customers.edit_contact_log": "staff",
     "imports.index": "manager",
     "imports.mapping": "manager",
     "imports.preview": "manager",
@@ -77,6 +79,25 @@ EXPECTED_ACCESS = {
     "records.export": "manager",
     "records.erase": "owner",
     "records.audit": "manager",
+    # --- loyalty: guest card panel and dialogs (saas/loyalty/card_views.py)
+    "loyalty.customer_loyalty": "staff",
+    "loyalty.redeem": "staff",
+    "loyalty.points_value": "staff",
+    "loyalty.adjust": "staff",
+    "loyalty.void_redemption": "manager",
+    "loyalty.reverse_transaction": "manager",
+    # --- end loyalty card
+    # --- loyalty: rewards, goodwill report, statements, programme preview (saas/loyalty/admin_views.py)
+    "loyalty.rewards": "staff",
+    "loyalty.new_reward": "manager",
+    "loyalty.edit_reward": "manager",
+    "loyalty.set_reward_active": "manager",
+    "loyalty.goodwill": "manager",
+    "loyalty.statement": "staff",
+    "loyalty.statement_pdf": "staff",
+    "loyalty.referrer": "staff",
+    "settings.programme_preview": "owner",
+    # --- end loyalty admin
 }
 
 
@@ -301,7 +322,7 @@ def test_orm_guard_fails_closed_and_refuses_foreign_writes(app, two_tenants):
         s.rollback()
         bind_tenant(s, b.tenant.id)
         names = {c.name for c in s.scalars(select(Customer))}
-        assert names == {"Customer b"}
+        assert names == {"Customer b", "Friend b"}
         s.add(Customer(tenant_id=a.tenant.id, name="planted"))
         with pytest.raises(TenancyError):
             s.flush()

@@ -7,13 +7,10 @@ Create Date: 2026-11-23 15:47:55.249837
 from alembic import op
 import sqlalchemy as sa
 
-from pathlib import Path
-
 from saas.migrate import append_only, drop_append_only, enable_rls
 
 revision = '0005'
-# TEMPORARY while 0004 (search trigrams) is being written in parallel: fixed to '0004' on merge.
-down_revision = '0004' if any(Path(__file__).parent.glob('0004_*.py')) else '0003'
+down_revision = '0004'
 branch_labels = None
 depends_on = None
 

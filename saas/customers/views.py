@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from markupsafe import Markup
@@ -15,8 +15,9 @@ from saas.customers import services
 from saas.customers.forms import ContactLogForm, CustomerForm, DecisionMakerForm, PreferenceForm, TransactionForm
 from saas.errors import NotFound, ValidationFailed
 from saas.extensions import htmx
-from saas.formatting import money
+from saas.formatting import money, number
 from saas.forms import add_errors, apply_errors
+from saas.loyalty import services as loyalty
 from saas.settings import services as settings_services
 from saas.web import access, has_role
 
@@ -166,8 +167,12 @@ def _render_detail(customer, status: int = 200, preference_form=None, decision_f
         "customers/detail.html", customer=customer, location=location, owner_name=owner_name,
         history=services.transaction_history(s, customer), preferences=preferences,
         contacts=services.contact_history(s, customer), decision_makers=services.list_decision_makers(s, customer),
-        preference_form=preference_form, decision_form=decision_form,
+        preference_form=preference_form, decision_form=decision_form, may_edit_contact=_may_edit_contact,
         **_labels(), **_phone_helpers()), status
+
+
+def _may_edit_contact(entry) -> bool:
+    return services.may_edit_contact_log(entry, current_user.id, has_role(Role.manager))
 
 
 def _labels() -> dict:
@@ -224,7 +229,11 @@ def new_transaction(customer_id: uuid.UUID):
         except ValidationFailed as exc:
             _apply_errors(form, exc)
         else:
-            flash(_("Transaction of %(amount)s recorded.", amount=money(tx.amount)), "success")
+            # The visit earns its points in the same database transaction.
+            award = loyalty.award(s, tx, customer, current_user.id, as_of)
+            flash(_("Transaction of %(amount)s recorded.", amount=money(tx.amount)) + " "
+                  + _("Earned %(n)s points; balance %(balance)s.", n=number(award.points),
+                      balance=number(award.balance)), "success")
             return _back(customer)
     status = 422 if request.method == "POST" else 200
     return render_template("customers/transaction_form.html", form=form, customer=customer,
@@ -240,8 +249,8 @@ def _entry_page(customer, form, title: str, action: str, submit: str, status: in
                            action=action, submit=submit, to_card=_to_card()), status
 
 
-def _action(endpoint: str, customer) -> str:
-    return url_for(endpoint, customer_id=customer.id, **({"return": "card"} if _to_card() else {}))
+def _action(endpoint: str, customer, **ids) -> str:
+    return url_for(endpoint, customer_id=customer.id, **ids, **({"return": "card"} if _to_card() else {}))
 
 
 @bp.route("/customers/<uuid:customer_id>/decision-makers/new", methods=["GET", "POST"])
@@ -261,6 +270,31 @@ def new_decision_maker(customer_id: uuid.UUID):
     status = 422 if request.method == "POST" else 200
     return _entry_page(customer, form, _("Add a decision maker for %(name)s", name=customer.name),
                        _action("customers.new_decision_maker", customer), _("Add decision maker"), status)
+
+
+@bp.route("/customers/<uuid:customer_id>/decision-makers/<uuid:contact_id>/edit", methods=["GET", "POST"])
+@access(Role.staff)
+def edit_decision_maker(customer_id: uuid.UUID, contact_id: uuid.UUID):
+    s = db.session()
+    customer = services.get_customer(s, customer_id)
+    contact = services.get_decision_maker(s, customer, contact_id)
+    if request.method == "GET":
+        form = DecisionMakerForm(region=g.tenant.country, obj=contact)
+        form.phone.data = services.format_phone(contact.phone, g.tenant.country)
+    else:
+        form = DecisionMakerForm(region=g.tenant.country)
+    if form.validate_on_submit():
+        try:
+            services.update_decision_maker(s, customer, contact.id, form.values(), g.tenant.country)
+        except ValidationFailed as exc:
+            apply_errors(form, exc)
+        else:
+            flash(_("Changes to %(name)s saved.", name=contact.name), "success")
+            return _back(customer)
+    status = 422 if request.method == "POST" else 200
+    return _entry_page(customer, form, _("Edit %(name)s", name=contact.name),
+                       _action("customers.edit_decision_maker", customer, contact_id=contact.id),
+                       _("Save changes"), status)
 
 
 @bp.route("/customers/<uuid:customer_id>/decision-makers/<uuid:contact_id>/delete", methods=["POST"])
@@ -329,11 +363,46 @@ def new_contact_log(customer_id: uuid.UUID):
                        _action("customers.new_contact_log", customer), _("Log contact"), status)
 
 
-def _local_now():
-    """The current minute in the tenant's time zone, naive (what a datetime-local shows)."""
+@bp.route("/customers/<uuid:customer_id>/contact-log/<uuid:entry_id>/edit", methods=["GET", "POST"])
+@access(Role.staff)
+def edit_contact_log(customer_id: uuid.UUID, entry_id: uuid.UUID):
+    """The staff member who logged the contact, or a manager, corrects the entry."""
+    s = db.session()
+    customer = services.get_customer(s, customer_id)
+    entry = services.get_contact_log(s, customer, entry_id)
+    if not _may_edit_contact(entry):
+        abort(403)
+    form = ContactLogForm(locations=_with_current(_active("locations"), entry.location_id))
+    if request.method == "GET":
+        form.channel.data = entry.channel
+        form.occurred_at.data = _local(entry.occurred_at)
+        form.outcome.data = entry.outcome
+        form.next_step.data = entry.next_step
+        form.location_id.data = str(entry.location_id) if entry.location_id else ""
+    if form.validate_on_submit():
+        try:
+            services.update_contact_log(s, customer, entry.id, form.values(), current_user.id, clock.now_utc(),
+                                        g.tenant.timezone)
+        except ValidationFailed as exc:
+            apply_errors(form, exc)
+        else:
+            flash(_("Contact log entry saved."), "success")
+            return _back(customer)
+    status = 422 if request.method == "POST" else 200
+    return _entry_page(customer, form, _("Edit the contact with %(name)s", name=customer.name),
+                       _action("customers.edit_contact_log", customer, entry_id=entry.id), _("Save changes"), status)
+
+
+def _local(instant):
+    """An instant as the minute in the tenant's time zone, naive (what a datetime-local shows)."""
     from zoneinfo import ZoneInfo
 
-    return clock.now_utc().astimezone(ZoneInfo(g.tenant.timezone)).replace(tzinfo=None, second=0, microsecond=0)
+    return instant.astimezone(ZoneInfo(g.tenant.timezone)).replace(tzinfo=None, second=0, microsecond=0)
+
+
+def _local_now():
+    """The current minute in the tenant's time zone, naive (what a datetime-local shows)."""
+    return _local(clock.now_utc())
 
 
 # --- the front desk -------------------------------------------------------------------------

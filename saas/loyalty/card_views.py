@@ -1,4 +1,333 @@
-"""Loyalty on the guest card: the panel, and the award, redeem, adjust, void and reverse dialogs."""
+"""Loyalty on the guest card: the panel, the customer's loyalty page (summary and
+history), and the redeem, adjust, void and reverse dialogs.
+
+Every dialog is a plain page with a real form (htmx boosts it): a POST that works
+redirects (303) back to where the dialog was opened (``?return=card`` the guest card,
+``?return=customer`` the customer page, else the loyalty page) with a flash message; a
+refused one answers 422 with the form, what was typed and the reason, and writes nothing.
+"""
 from __future__ import annotations
 
-from saas.loyalty.web import bp  # noqa: F401
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from flask import flash, g, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_babel import ngettext
+from flask_login import current_user
+
+from saas import clock, db
+from saas.auth.models import Role
+from saas.customers import services as customers
+from saas.errors import NotFound, ValidationFailed
+from saas.formatting import date, locale_code, money, number
+from saas.forms import add_errors
+from saas.loyalty import ledger, services
+from saas.loyalty.card_forms import PAY_WITH_POINTS, AdjustForm, ReasonForm, RedeemForm, new_key, normalize_points
+from saas.loyalty.models import Reward
+from saas.loyalty.programme import Programme, Tier
+from saas.loyalty.web import bp
+from saas.settings.models import TransactionKind
+from saas.web import access
+
+HISTORY_ROWS = 50
+# Refusals the ledger names with a code: said above the form, whatever field they concern.
+REFUSALS = {"insufficient_points", "negative_balance", "below_minimum", "reward_unavailable", "already_voided",
+            "already_reversed", "over_limit", "over_budget"}
+
+KIND_LABELS = {"earn": _l("Earned"), "redeem": _l("Redeemed"), "expire": _l("Expired"), "adjust": _l("Adjustment"),
+               "reverse": _l("Refund: points taken back"), "void": _l("Redemption voided")}
+
+MEASURE_LABELS = {"points_earned": _l("points earned"), "spend": _l("spend"), "visits": _l("visits")}
+
+
+# --- the panel ---------------------------------------------------------------------------------
+
+@dataclass
+class Panel:
+    """What the guest card and the loyalty page say about a customer's points."""
+
+    summary: services.Summary
+    programme: Programme
+    tier_name: str = ""
+    perks: str = ""
+    progress: str = ""
+    progress_percent: int | None = None
+    keep: str = ""
+    owes: bool = False
+    expiring: list = field(default_factory=list)
+
+
+def _needs(measure: str, value, tier: Tier, locale: str) -> str:
+    name = tier.name_for(locale)
+    if measure == "spend":
+        return _("Needs %(amount)s more spend for %(tier)s", amount=money(value), tier=name)
+    if measure == "visits":
+        return ngettext("Needs %(num)s more visit for %(tier)s", "Needs %(num)s more visits for %(tier)s",
+                        int(value), tier=name)
+    return _("Needs %(n)s more points for %(tier)s", n=number(value), tier=name)
+
+
+def _keep(measure: str, value, tier: Tier, by, locale: str) -> str:
+    name, day = tier.name_for(locale), date(by)
+    if measure == "spend":
+        return _("Needs %(amount)s more spend by %(date)s to keep %(tier)s", amount=money(value), date=day, tier=name)
+    if measure == "visits":
+        return ngettext("Needs %(num)s more visit by %(date)s to keep %(tier)s",
+                        "Needs %(num)s more visits by %(date)s to keep %(tier)s", int(value), date=day, tier=name)
+    return _("Needs %(n)s more points by %(date)s to keep %(tier)s", n=number(value), date=day, tier=name)
+
+
+def panel(s, customer_id: uuid.UUID, as_of) -> Panel:
+    programme = services.programme_of(s)
+    sm = services.summary(s, programme, customer_id, as_of)
+    locale = locale_code()
+    p = Panel(sm, programme, owes=sm.owed > 0 or sm.balance < 0, expiring=sm.expiring)
+    if sm.tier is not None:
+        p.tier_name, p.perks = sm.tier.name_for(locale), sm.tier.perks_for(locale)
+    if sm.next_tier is not None:
+        p.progress = _needs(sm.measure, sm.next_needed, sm.next_tier, locale)
+        floor = sm.tier.threshold if sm.tier is not None else 0
+        span = sm.next_tier.threshold - floor
+        if span > 0:
+            p.progress_percent = max(0, min(100, int((Decimal(sm.qualifying) - floor) * 100 / span)))
+    elif sm.tier is not None:
+        p.progress = _("Highest tier")
+    if sm.tier is not None and sm.keep_needed and sm.keep_by is not None:
+        p.keep = _keep(sm.measure, sm.keep_needed, sm.tier, sm.keep_by, locale)
+    return p
+
+
+def _card_panel(customer) -> Panel | None:
+    """The guest card's panel (a template global: the card's view knows nothing of loyalty)."""
+    tenant = g.get("tenant")
+    if tenant is None:
+        return None
+    return panel(db.session(), customer.id, clock.today(tenant.timezone))
+
+
+@bp.app_context_processor
+def _template_helpers() -> dict:
+    return {"loyalty_panel": _card_panel}
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def _as_of():
+    return clock.today(g.tenant.timezone)
+
+
+def _role() -> Role:
+    return g.membership.role_enum
+
+
+def _return_args() -> dict:
+    back = request.args.get("return")
+    return {"return": back} if back in ("card", "customer") else {}
+
+
+def _here() -> str:
+    """This dialog's own address, keeping where it returns to."""
+    return url_for(request.endpoint, **request.view_args, **_return_args())
+
+
+def _back_url(customer) -> str:
+    back = request.args.get("return")
+    if back == "card":
+        return url_for("customers.guest_card", customer_id=customer.id)
+    if back == "customer":
+        return url_for("customers.detail", customer_id=customer.id)
+    return url_for("loyalty.customer_loyalty", customer_id=customer.id)
+
+
+def _back(customer):
+    return redirect(_back_url(customer), 303)
+
+
+def _show_refusal(form, exc: ValidationFailed, move: tuple[str, ...] = ()) -> None:
+    """A refusal with a code goes above the form; field errors next to their fields
+    (``move``: fields to show above the form too, e.g. "points" when a reward was chosen)."""
+    for name, messages in exc.errors.items():
+        target = "" if exc.code in REFUSALS or name in move else name
+        add_errors(form, target, [str(m) for m in messages])
+
+
+def _keyed_form_errors(form) -> None:
+    """A key the form did not make is refused above the form, and a fresh one issued."""
+    if form.idempotency_key.errors:
+        add_errors(form, "", list(form.idempotency_key.errors))
+        form.idempotency_key.errors = []
+        form.idempotency_key.data = new_key()
+
+
+def _balance_message(balance: int) -> str:
+    return _("Balance: %(n)s points.", n=number(balance))
+
+
+# --- the loyalty page ------------------------------------------------------------------------------
+
+@bp.route("/customers/<uuid:customer_id>/loyalty")
+@access(Role.staff)
+def customer_loyalty(customer_id: uuid.UUID):
+    s = db.session()
+    customer = customers.get_customer(s, customer_id)
+    rows = services.card_history(s, customer.id, HISTORY_ROWS, locale_code())
+    # One Reverse per transaction of this customer's own (a referrer's bonus names the
+    # referred customer's transaction: it is reversed from there).
+    reversible, seen = set(), set()
+    for row in rows:
+        tx = row.transaction
+        if row.entry.kind == "earn" and tx is not None and tx.customer_id == customer.id and tx.id not in seen:
+            seen.add(tx.id)
+            if tx.reversed_on is None:
+                reversible.add(row.entry.id)
+    return render_template("loyalty/card/index.html", customer=customer, panel=panel(s, customer.id, _as_of()),
+                           rows=rows, reversible=reversible, more=len(rows) == HISTORY_ROWS,
+                           kinds=KIND_LABELS, measures=MEASURE_LABELS)
+
+
+# --- redeem ----------------------------------------------------------------------------------------
+
+@bp.route("/customers/<uuid:customer_id>/loyalty/redeem", methods=["GET", "POST"])
+@access(Role.staff)
+def redeem(customer_id: uuid.UUID):
+    s = db.session()
+    customer = customers.get_customer(s, customer_id)
+    as_of = _as_of()
+    programme = services.programme_of(s)
+    rewards = services.list_rewards(s, active_only=True, as_of=as_of)
+    # Any reward of the catalogue is a valid choice: one that ran out since the dialog
+    # opened is refused by the ledger with its own message.
+    form = RedeemForm(rewards=services.list_rewards(s), locale=locale_code())
+    if request.method == "GET":
+        form.idempotency_key.data = new_key()
+        form.reward.data = str(rewards[0].id) if rewards else PAY_WITH_POINTS
+    if form.validate_on_submit():
+        reward = None if form.reward.data == PAY_WITH_POINTS else services.get_reward(s, uuid.UUID(form.reward.data))
+        try:
+            entry = ledger.redeem(s, programme, customer, as_of, points=None if reward else normalize_points(form.points.data),
+                                  reward=reward, staff_user_id=current_user.id, note=form.note.data or "",
+                                  idempotency_key=form.key("redeem"))
+        except ValidationFailed as exc:
+            db.session().rollback()
+            _show_refusal(form, exc, move=("points",) if reward else ())
+        else:
+            if entry.kind != "redeem" or entry.customer_id != customer.id:
+                add_errors(form, "", [_("The form expired. Please submit it again.")])
+            else:
+                what = reward.name_for(locale_code()) if reward else money(entry.cash_value)
+                flash(_("Redeemed %(n)s points for %(what)s.", n=number(-entry.points), what=what) + " "
+                      + _balance_message(services.ledger_balance(s, customer.id)), "success")
+                return _back(customer)
+    _keyed_form_errors(form)
+    status = 422 if request.method == "POST" else 200
+    return render_template("loyalty/card/redeem.html", customer=customer, form=form, rewards=rewards,
+                           panel=panel(s, customer.id, as_of), action=_here(), back=_back_url(customer),
+                           value_url=url_for("loyalty.points_value", customer_id=customer.id)), status
+
+
+@bp.route("/customers/<uuid:customer_id>/loyalty/points-value")
+@access(Role.staff)
+def points_value(customer_id: uuid.UUID):
+    """What a number of points pays (the redeem dialog asks as the points are typed)."""
+    s = db.session()
+    customers.get_customer(s, customer_id)
+    programme = services.programme_of(s)
+    raw = request.args.get("points", "").strip().replace(",", "")
+    points = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else None
+    return render_template("loyalty/card/_points_value.html", programme=programme, points=points)
+
+
+# --- adjust ----------------------------------------------------------------------------------------
+
+@bp.route("/customers/<uuid:customer_id>/loyalty/adjust", methods=["GET", "POST"])
+@access(Role.staff)
+def adjust(customer_id: uuid.UUID):
+    s = db.session()
+    customer = customers.get_customer(s, customer_id)
+    as_of = _as_of()
+    programme = services.programme_of(s)
+    form = AdjustForm()
+    if request.method == "GET":
+        form.idempotency_key.data = new_key()
+    if form.validate_on_submit():
+        points = normalize_points(form.points.data)
+        try:
+            entry = ledger.adjust(s, programme, customer, as_of, points=points, reason=form.reason.data,
+                                  staff_user_id=current_user.id, role=_role(), goodwill=form.goodwill.data,
+                                  idempotency_key=form.key("adjust"))
+        except ValidationFailed as exc:
+            db.session().rollback()
+            _show_refusal(form, exc)
+        else:
+            if entry.kind != "adjust" or entry.customer_id != customer.id:
+                add_errors(form, "", [_("The form expired. Please submit it again.")])
+            else:
+                text = (_("Added %(n)s points.", n=number(entry.points)) if entry.points > 0
+                        else _("Took away %(n)s points.", n=number(-entry.points)))
+                flash(text + " " + _balance_message(services.ledger_balance(s, customer.id)), "success")
+                return _back(customer)
+    _keyed_form_errors(form)
+    status = 422 if request.method == "POST" else 200
+    return render_template("loyalty/card/adjust.html", customer=customer, form=form,
+                           panel=panel(s, customer.id, as_of), limit=ledger.adjust_limit(programme, _role()),
+                           goodwill=services.goodwill_left(s, programme, current_user.id, _role(), as_of),
+                           action=_here(), back=_back_url(customer)), status
+
+
+# --- void a redemption, reverse a transaction (managers) ----------------------------------------------
+
+@bp.route("/customers/<uuid:customer_id>/loyalty/redemptions/<uuid:entry_id>/void", methods=["GET", "POST"])
+@access(Role.manager)
+def void_redemption(customer_id: uuid.UUID, entry_id: uuid.UUID):
+    s = db.session()
+    customer = customers.get_customer(s, customer_id)
+    entry = services.get_redemption(s, entry_id)
+    if entry.customer_id != customer.id:
+        raise NotFound("redemption")
+    form = ReasonForm()
+    if form.validate_on_submit():
+        try:
+            void = ledger.void_redemption(s, services.programme_of(s), entry, current_user.id, form.reason.data,
+                                          _as_of())
+        except ValidationFailed as exc:
+            db.session().rollback()
+            _show_refusal(form, exc)
+        else:
+            flash(_("Redemption voided: %(n)s points given back.", n=number(void.points)) + " "
+                  + _balance_message(services.ledger_balance(s, customer.id)), "success")
+            return _back(customer)
+    reward = s.get(Reward, (entry.tenant_id, entry.reward_id)) if entry.reward_id else None
+    status = 422 if request.method == "POST" else 200
+    return render_template("loyalty/card/void.html", customer=customer, form=form, entry=entry,
+                           reward=reward, action=_here(), back=_back_url(customer)), status
+
+
+@bp.route("/customers/<uuid:customer_id>/transactions/<uuid:transaction_id>/reverse", methods=["GET", "POST"])
+@access(Role.manager)
+def reverse_transaction(customer_id: uuid.UUID, transaction_id: uuid.UUID):
+    s = db.session()
+    customer = customers.get_customer(s, customer_id)
+    tx = services.get_transaction(s, transaction_id)
+    if tx.customer_id != customer.id:
+        raise NotFound("transaction")
+    earned = services.points_earned_by(s, tx)
+    form = ReasonForm()
+    if form.validate_on_submit():
+        try:
+            entries = services.reverse(s, tx, current_user.id, form.reason.data, _as_of())
+        except ValidationFailed as exc:
+            db.session().rollback()
+            _show_refusal(form, exc)
+        else:
+            taken = -sum(e.points for e in entries if e.customer_id == customer.id)
+            balance = services.ledger_balance(s, customer.id)
+            flash(_("Transaction reversed: %(n)s points taken back.", n=number(taken)) + " "
+                  + _balance_message(balance), "warning" if balance < 0 else "success")
+            return _back(customer)
+    kind = s.get(TransactionKind, (tx.tenant_id, tx.kind_id))
+    status = 422 if request.method == "POST" else 200
+    return render_template("loyalty/card/reverse.html", customer=customer, form=form, tx=tx, kind=kind,
+                           earned=earned, action=_here(), back=_back_url(customer)), status

@@ -167,7 +167,7 @@ def qualifying_value(s: Session, programme: Programme, customer_id: uuid.UUID, s
     """What counts towards tiers between ``start`` and ``end`` (both included): points
     earned (not reversed), spend or number of visits (transactions not reversed)."""
     if programme.tier_measure == "points_earned":
-        rev = aliased(LedgerEntry)
+        rev = _REVERSAL
         return int(s.scalar(select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
             LedgerEntry.customer_id == customer_id, LedgerEntry.kind == "earn",
             LedgerEntry.occurred_on >= start, LedgerEntry.occurred_on <= end,
@@ -177,6 +177,9 @@ def qualifying_value(s: Session, programme: Programme, customer_id: uuid.UUID, s
         Transaction.customer_id == customer_id, Transaction.reversed_on.is_(None),
         Transaction.occurred_on >= start, Transaction.occurred_on <= end))
     return Decimal(value) if programme.tier_measure == "spend" else int(value)
+
+
+_REVERSAL = aliased(LedgerEntry)  # built once: an alias costs more to build than the query
 
 
 @dataclass
@@ -250,7 +253,8 @@ def award_for_transaction(s: Session, programme: Programme, tx: Transaction, cus
     """Credit what ``tx`` earns (once: the entries carry keys made from its id), the
     birthday-month bonus and the referral rewards it triggers; then upgrade the tier."""
     acc = lock_account(s, customer.id)
-    refresh_tier(s, programme, acc, as_of)
+    if not acc.tier_code or (acc.tier_review_on is not None and acc.tier_review_on <= as_of):
+        refresh_tier(s, programme, acc, as_of)  # a review is due: the tier multiplier may change
     entries = []
     earning = programme.earn(tx.amount, tx.quantity, kind_code, tx.occurred_on, location_code, department_code,
                              acc.tier_code)
@@ -274,7 +278,9 @@ def award_for_transaction(s: Session, programme: Programme, tx: Transaction, cus
                 credit(lock_account(s, ref.referrer_id), programme.referrer_points, keys[1], "referral",
                        {"referred": str(customer.id)})
     s.flush()
-    refresh_tier(s, programme, acc, as_of)
+    counts = bool(entries) or programme.tier_measure != "points_earned"
+    if counts and programme.tier_index(acc.tier_code) < len(programme.tiers) - 1:
+        refresh_tier(s, programme, acc, as_of)  # upgrade as soon as a threshold is met
     return Award(sum(e.points for e in entries if e.customer_id == customer.id), entries, acc.balance,
                  acc.tier_code)
 
@@ -354,6 +360,9 @@ def redeem(s: Session, programme: Programme, customer: Customer, as_of: dt.date,
     if previous is not None:
         return previous
     acc = lock_account(s, customer.id)
+    previous = _existing(s, idempotency_key)  # again, now that a concurrent twin has committed
+    if previous is not None:
+        return previous
     if reward is not None:
         if not reward_available(reward, as_of, location_code):
             _refuse("reward", _l("This reward cannot be redeemed now (inactive, out of stock or not at this "
@@ -465,6 +474,9 @@ def adjust(s: Session, programme: Programme, customer: Customer, as_of: dt.date,
     if previous is not None:
         return previous
     acc = lock_account(s, customer.id)
+    previous = _existing(s, idempotency_key)  # again, now that a concurrent twin has committed
+    if previous is not None:
+        return previous
     fields = dict(staff_user_id=staff_user_id, reason=reason, goodwill=goodwill, idempotency_key=idempotency_key)
     if points > 0:
         entry = _credit(s, acc, programme, "adjust", points, as_of, pending=False, **fields)

@@ -336,9 +336,12 @@ def parse_month(raw, as_of: dt.date) -> dt.date:
     if not raw:
         return as_of.replace(day=1)
     try:
-        return dt.date.fromisoformat(str(raw).strip() + "-01")
+        month = dt.date.fromisoformat(str(raw).strip() + "-01")
     except ValueError:
+        month = None
+    if month is None or not 1900 <= month.year <= 9998:
         raise ValidationFailed.one("month", _l("Enter a month such as 2026-03."))
+    return month
 
 
 def parse_day(raw, field: str) -> dt.date:
@@ -422,6 +425,7 @@ class CardHistoryRow:
     voided: bool                  # a redemption voided, or an earning reversed
     balance_after: int            # the balance once this entry (and every older one) counted
     transaction: Transaction | None
+    kind: TransactionKind | None  # the transaction's kind
 
 
 def card_history(s: Session, customer_id: uuid.UUID, limit: int = 50, locale: str = "en") -> list[CardHistoryRow]:
@@ -430,11 +434,14 @@ def card_history(s: Session, customer_id: uuid.UUID, limit: int = 50, locale: st
     rows = history(s, customer_id, limit=limit, locale=locale)
     ids = {r.entry.transaction_id for r in rows if r.entry.transaction_id}
     txs = {t.id: t for t in s.scalars(select(Transaction).where(Transaction.id.in_(ids)))} if ids else {}
+    kinds = {k.id: k for k in s.scalars(select(TransactionKind).where(
+        TransactionKind.id.in_({t.kind_id for t in txs.values()})))} if txs else {}
     balance = ledger_balance(s, customer_id)
     out = []
     for r in rows:
-        out.append(CardHistoryRow(r.entry, r.staff_name, r.reward_name, r.voided, balance,
-                                  txs.get(r.entry.transaction_id)))
+        tx = txs.get(r.entry.transaction_id)
+        out.append(CardHistoryRow(r.entry, r.staff_name, r.reward_name, r.voided, balance, tx,
+                                  kinds.get(tx.kind_id) if tx else None))
         balance -= r.entry.points
     return out
 

@@ -19,6 +19,7 @@ from saas.auth.models import Tenant
 from saas.clock import now_utc
 from saas.db import bound_tenant_id
 from saas.errors import NotFound, ValidationFailed
+from saas.loyalty.models import Reward
 from saas.settings import presets
 from saas.settings.models import (
     ApiKey,
@@ -44,6 +45,9 @@ def apply_preset(s: Session, tenant: Tenant) -> None:
     for section in presets.PROGRAMME_SECTIONS:
         if section in preset:
             s.add(ProgrammeSection(section=section, data=preset[section]))
+    for entry in preset.get("rewards", []):
+        s.add(Reward(code=entry["code"], name_zh=entry["name_zh"], name_en=entry["name_en"],
+                     points_cost=entry["points_cost"], stock=entry.get("stock"), location_codes=[]))
     s.flush()
 
 

@@ -144,8 +144,48 @@ def edit_programme(section: str):
         else:
             flash(_("%(section)s has been saved.", section=SECTION_TITLES[section]), "success")
             return redirect(url_for("settings.programme"), 303)
+    extra = _loyalty_preview(request.args if request.method == "GET" else {}) if section == "loyalty" else {}
+    status = _status(form)
+    if extra.get("preview_errors"):
+        status = 422
     return render_template("settings/programme_edit.html", section=section, title=SECTION_TITLES[section],
-                           form=form), _status(form)
+                           form=form, **extra), status
+
+
+def _loyalty_preview(args) -> dict:
+    """What the saved loyalty programme gives: the points a sample amount of a kind earns
+    at each tier (services.earning_preview), and the programme itself for the summary."""
+    from saas.customers.services import default_kind
+    from saas.loyalty import services as loyalty
+
+    s = db.session()
+    programme = loyalty.programme_of(s)
+    kinds = services.list_entries(s, "transaction-kinds", include_inactive=False)
+    default = default_kind(s)
+    amount_raw = str(args.get("amount", "1280"))[:30]
+    kind_code = str(args.get("kind") or (default.code if default else ""))[:40]
+    errors: dict = {}
+    amount = None
+    try:
+        amount = loyalty.parse_decimal(amount_raw, "amount")
+    except ValidationFailed as exc:
+        errors.update(exc.errors)
+    kind = next((k for k in kinds if k.code == kind_code), None)
+    if kind is None and kinds:
+        errors["kind"] = [_l("Choose one of the listed values.")]
+    preview = loyalty.earning_preview(programme, amount, kind.code if kind else "") if not errors else []
+    return dict(programme=programme, kinds=kinds, preview=preview, preview_kind=kind, preview_amount=amount,
+                amount_raw=amount_raw, kind_code=kind_code, preview_errors=errors,
+                departments={d.code: d for d in services.list_entries(s, "departments")},
+                locations={loc.code: loc for loc in services.list_entries(s, "locations")},
+                kind_names={k.code: k for k in services.list_entries(s, "transaction-kinds")})
+
+
+@bp.route("/settings/programme/loyalty/preview")
+@access(Role.owner)
+def programme_preview():
+    context = _loyalty_preview(request.args)
+    return render_template("settings/_loyalty_preview.html", **context), 422 if context["preview_errors"] else 200
 
 
 # --- API keys --------------------------------------------------------------------------------

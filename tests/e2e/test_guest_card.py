@@ -139,7 +139,7 @@ def test_staff_finds_a_guest_and_adds_a_preference_on_a_tablet(page, server):
     badges = page.locator(".gc-badges")
     expect(badges).to_contain_text("Important customer")
     expect(badges).to_contain_text("Birthday this week")
-    expect(card).to_contain_text("Loyalty programme not active yet")
+    expect(card).to_contain_text("Member")  # the base tier, before any points
     expect(card).to_contain_text("No open complaints")
     expect(card).to_contain_text("Longjing")  # the latest six preferences
     expect(card).not_to_contain_text("Firm, two of them")
