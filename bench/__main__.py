@@ -6,9 +6,12 @@
 
 Steps: ``bench.generate`` (a fresh SQLite database, default instance/bench-<size>.db),
 ``bench.search`` (the guest-card / customer search partial on the tenant with the most
-customers), ``bench.import_cdnow`` (the CDNOW master file through the app's importer).
+customers), ``bench.import_cdnow`` (the CDNOW master file through the app's importer),
+``bench.award`` (the award-points API under gunicorn with 4 workers, on its own fresh
+SQLite file instance/bench-award.db, against a bare Flask route served the same way).
 The figures of the run replace the section of the same date and size in RESULTS.md, or are
-appended to it.
+appended to it; the award step has a section of its own per date (it does not depend on
+the size).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import generate, import_cdnow, search
+from bench import award, generate, import_cdnow, search
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 
@@ -143,6 +146,17 @@ def record(section: str, today: dt.date, size: str) -> None:
     RESULTS.write_text(text)
 
 
+def render_award(m: dict, result: dict, load_at_start: str, today: dt.date) -> str:
+    out = [f"<!-- run {today.isoformat()} award -->", f"## {today.isoformat()} — award-points API", "",
+           (f"Machine: {m['platform']}; {m['cpu']}, {m['cores']} cores, {m['ram']} RAM; "
+            f"Python {m['python']}, SQLite {m['sqlite']}."),
+           (f"Load average (1/5/15 min) at the start of the step: {load_at_start} (a load above {m['cores']} "
+            "means other processes competed for the cores, which the server and the load generator share)."), ""]
+    out += award.render(result)
+    out.append(f"<!-- end {today.isoformat()} award -->")
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     generate.add_arguments(p)
@@ -150,6 +164,10 @@ def main(argv=None) -> None:
     p.add_argument("--reuse", action="store_true", help="search the existing database instead of generating it")
     p.add_argument("--no-search", action="store_true")
     p.add_argument("--no-import", action="store_true")
+    p.add_argument("--no-award", action="store_true")
+    p.add_argument("--award-customers", type=int, default=1000, help="customers of the award step's tenant")
+    p.add_argument("--award-requests", type=int, default=3000, help="award requests (and as many to the bare route)")
+    p.add_argument("--award-clients", type=int, default=16, help="client threads of the load generator")
     p.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
     args = p.parse_args(argv)
     url = generate.database_url(args)
@@ -172,13 +190,24 @@ def main(argv=None) -> None:
         loads["import"] = load()
         print("== CDNOW import")
         imp = import_cdnow.run()
-    if not args.no_record:
+    awarded = None
+    if not args.no_award:
+        loads["award"] = load()
+        print("== award-points API under gunicorn")
+        from saas.config import ROOT
+        awarded = award.run(ROOT / "instance" / "bench-award.db", customers=args.award_customers,
+                            requests=args.award_requests, clients=args.award_clients)
+    if not args.no_record and awarded is not None:
+        record(render_award(machine(), awarded, loads["award"], today), today, "award")
+        print(f"award step recorded in {RESULTS}")
+    if not args.no_record and not (args.reuse and args.no_search and args.no_import):
         if gen is None and args.reuse:
             meta = Path(url[len("sqlite:///"):] + ".json") if url.startswith("sqlite") else None
             if meta and meta.exists():
                 gen = json.loads(meta.read_text())
-        record(render(args.size, machine(), gen, srch, imp if imp is not False else False, loads, today), today,
-               args.size)
+        size_loads = {k: v for k, v in loads.items() if k != "award"}
+        record(render(args.size, machine(), gen, srch, imp if imp is not False else False, size_loads, today),
+               today, args.size)
         print(f"recorded in {RESULTS}")
 
 

@@ -1,4 +1,5 @@
-"""Ops commands: flask db upgrade, tenants create, api-keys create, demo load, jobs tick."""
+"""Ops commands: flask db upgrade, tenants create, api-keys create, demo load, jobs tick,
+loyalty verify."""
 from __future__ import annotations
 
 import datetime as dt
@@ -130,6 +131,46 @@ def jobs_tick(as_of) -> None:
         click.echo(line)
 
 
+loyalty_cli = AppGroup("loyalty", help="The loyalty ledger.")
+
+
+@loyalty_cli.command("verify")
+def loyalty_verify() -> None:
+    """Check that every customer's cached points balance equals the sum of their ledger
+    entries, in every tenant. Lists each mismatch and exits 1 when there is one."""
+    from saas.customers.models import Customer
+    from saas.loyalty import ledger
+    from saas.loyalty.services import accounts_count
+
+    database = get_db()
+    s = database.new_session(read_only=True)
+    try:
+        tenants = [(t.id, t.slug) for t in s.scalars(select(Tenant).order_by(Tenant.slug))]
+    finally:
+        s.close()
+    mismatches = accounts = 0
+    for tenant_id, slug in tenants:
+        s = database.new_session(read_only=True)
+        try:
+            bind_tenant(s, tenant_id)
+            wrong = ledger.verify(s)
+            accounts += accounts_count(s)
+            refs = dict(s.execute(select(Customer.id, Customer.external_ref)
+                                  .where(Customer.id.in_([cid for cid, _, _ in wrong]))).all()) if wrong else {}
+        finally:
+            s.rollback()
+            s.close()
+        for customer_id, cached, total in wrong:
+            ref = refs.get(customer_id)
+            click.echo(f"mismatch: tenant {slug} customer {customer_id}{f' (ref {ref})' if ref else ''}: "
+                       f"cached balance {cached}, sum of entries {total}")
+        mismatches += len(wrong)
+    if mismatches:
+        click.echo(f"{mismatches} mismatched balances in {len(tenants)} tenants", err=True)
+        sys.exit(1)
+    click.echo(f"ok: {accounts} accounts in {len(tenants)} tenants, every cached balance equals its ledger")
+
+
 def register_cli(app: Flask) -> None:
-    for group in (db_cli, tenants_cli, api_keys_cli, demo_cli, jobs_cli):
+    for group in (db_cli, tenants_cli, api_keys_cli, demo_cli, jobs_cli, loyalty_cli):
         app.cli.add_command(group)

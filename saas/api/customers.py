@@ -25,6 +25,7 @@ from saas.customers import services
 from saas.customers.models import Customer, Transaction
 from saas.db import bound_tenant_id
 from saas.errors import NotFound, ValidationFailed
+from saas.loyalty import services as loyalty_services
 from saas.settings.models import Department, Location, TransactionKind
 from saas.web import API, access
 
@@ -139,6 +140,22 @@ TRANSACTION_INPUT = api.schema("TransactionInput", {
     },
 })
 api.explain_pattern(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$", _l("Enter a date such as 2026-03-31."))
+
+# What recording a transaction answers: the transaction and the points it earned (issue 4).
+TRANSACTION_RECORDED = api.schema("TransactionRecorded", {
+    "allOf": [TRANSACTION, {
+        "type": "object",
+        "required": ["points_awarded", "balance", "tier"],
+        "properties": {
+            "points_awarded": {"type": "integer",
+                               "description": "Points the transaction earned the customer (birthday and "
+                                              "referral bonuses included; 0 when it earns none)."},
+            "balance": {"type": "integer", "description": "The customer's points balance afterwards."},
+            "tier": {"type": ["string", "null"],
+                     "description": "Code of the customer's tier afterwards (null: the programme has none)."},
+        },
+    }],
+})
 
 TRANSACTION_LIST = api.schema("TransactionList", {
     "type": "object",
@@ -336,14 +353,15 @@ def _staff_user_id(s: Session, email: str):
 
 
 @api_route("/transactions", ["POST"], "Record a transaction of a customer",
-           request_schema=TRANSACTION_INPUT, response_schema=TRANSACTION, endpoint="create_transaction",
+           request_schema=TRANSACTION_INPUT, response_schema=TRANSACTION_RECORDED, endpoint="create_transaction",
            tags=["transactions"], params={IDEMPOTENCY_HEADER: IDEMPOTENCY_PARAM},
            success={201: "The transaction was recorded (or, for a retry, had been)."},
            description="Requires an `Idempotency-Key` header (400 `idempotency_key_required` without it). "
                        "A retry with the same key and body answers the first response again; the same key "
                        "with a different body answers 409 `idempotency_key_reused`. An unknown "
                        "customer_ref, kind, location, department or staff_email is refused with 422 "
-                       "naming the field.")
+                       "naming the field. The transaction earns the customer points by the tenant's "
+                       "loyalty programme at once; the answer says how many, the new balance and tier.")
 @access(API)
 @idempotent
 def create_transaction(body):
@@ -408,8 +426,11 @@ def create_transaction(body):
             # Recorded at the same moment by another request with another key.
             raise ValidationFailed.one(
                 "external_id", _l("A transaction with this external id has already been recorded.")) from None
-    return transaction_json(tx, customer.external_ref, _codes(s, TransactionKind), _codes(s, Location),
-                            _codes(s, Department)), 201
+    awarded = loyalty_services.award(s, tx, customer, staff_user_id, clock.today(g.tenant.timezone))
+    # The codes of the entries looked up above (not every entry of each list: this is the hot path).
+    codes = [{e.id: e.code} if e is not None else {} for e in (kind, location, department)]
+    return {**transaction_json(tx, customer.external_ref, *codes),
+            "points_awarded": awarded.points, "balance": awarded.balance, "tier": awarded.tier_code or None}, 201
 
 
 @api_route("/customers/<ref>/transactions", ["GET"], "A customer's transactions, newest first",

@@ -1,0 +1,563 @@
+"""Award-points API under gunicorn (issue 4, "Performance").
+
+A fresh SQLite file with one hotel tenant (its preset programme), N customers and an API
+key; the app served by gunicorn (4 workers x T threads, gthread) on loopback; a load
+generator of C Python threads, each with its own keep-alive ``http.client`` connection
+(wrk and locust are not installed; this is the "thread pool with keep-alive" option),
+sends ``POST /api/v1/transactions`` (a new Idempotency-Key each, a random customer and
+amount): requests/s, p50/p99, errors. The same load, in the same run, against a bare
+Flask route served the same way gives the ratio. Afterwards the ledger is verified
+(``saas.loyalty.ledger.verify`` per tenant, and the sum of every answered
+``points_awarded`` against the sum of the ledger), and one award request is profiled
+in-process (cProfile over the Flask test client) to say where the time goes.
+
+    .venv/bin/python -m bench.award --customers 1000 --requests 3000 --clients 16
+
+``gunicorn_server`` is also what tests/test_loyalty_concurrency.py serves the app with.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import random
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OWNER_PASSWORD = "bench-password-2026"
+
+
+# --- serving -----------------------------------------------------------------------------------
+
+def app_spec(overrides: dict) -> str:
+    """The gunicorn app spec of ``create_app(overrides)``."""
+    return f"saas:create_app({overrides!r})"
+
+
+def server_overrides(database_url: str) -> dict:
+    """The app's settings for a load test: no rate limit (every request of the load
+    generator uses one key), TESTING off as in production."""
+    return {"DATABASE_URL": database_url, "SECRET_KEY": "bench-not-secret", "TESTING": False,
+            "RATELIMIT_ENABLED": False}
+
+
+@contextlib.contextmanager
+def gunicorn_server(spec: str, log_path: Path, *, workers: int = 4, threads: int = 4, probe: str = "/",
+                    preload: bool = True, timeout: float = 60):
+    """Serve ``spec`` with gunicorn (``workers`` processes of ``threads`` threads, gthread
+    when threads > 1) on a free loopback port; yields the base URL once ``probe`` answers.
+    The server's own log (errors, the app's log lines) goes to ``log_path``."""
+    import gunicorn
+
+    cmd = [sys.executable, "-m", "gunicorn", "--bind", "127.0.0.1:0", "--workers", str(workers),
+           "--threads", str(threads), "--backlog", "2048", "--keep-alive", "5", "--graceful-timeout", "5",
+           "--log-level", "info"]  # info: the master says where it listens; no access log
+    if preload:
+        cmd.append("--preload")  # the app is built once and forked: a faster start on 2 cores
+    if gunicorn.version_info >= (25,):
+        cmd.append("--no-control-socket")
+    cmd.append(spec)
+    env = {k: v for k, v in os.environ.items() if k not in ("HUITOU_ENV", "DATABASE_URL", "MIGRATION_DATABASE_URL")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield _wait_for(proc, log_path, probe, timeout)
+    finally:
+        proc.send_signal(signal.SIGINT)  # quick shutdown: the load is over
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_for(proc: subprocess.Popen, log_path: Path, probe: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    base = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {proc.returncode}:\n{log_path.read_text()}")
+        if base is None:
+            m = re.search(r"Listening at: (http://127\.0\.0\.1:\d+)", log_path.read_text())
+            base = m.group(1) if m else None
+        if base is not None:
+            try:
+                with urllib.request.urlopen(base + probe, timeout=5) as r:
+                    if r.status < 500:
+                        return base
+            except urllib.error.HTTPError as exc:
+                if exc.code < 500:
+                    return base
+            except (urllib.error.URLError, OSError):
+                pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the server did not answer within {timeout} s:\n{log_path.read_text()}")
+
+
+def server_problems(log_path: Path) -> list[str]:
+    """Lines of the server log that show a failure: tracebacks, 'database is locked',
+    worker timeouts, unhandled errors."""
+    bad = re.compile(r"database is locked|Traceback|unhandled error|WORKER TIMEOUT|Worker .* was sent|Error",
+                     re.IGNORECASE)
+    return [line for line in log_path.read_text(errors="replace").splitlines() if bad.search(line)]
+
+
+# --- the HTTP client ---------------------------------------------------------------------------
+
+class Http:
+    """One keep-alive connection per thread to ``base``; JSON in and out."""
+
+    def __init__(self, base: str, timeout: float = 60):
+        m = re.match(r"http://([^:/]+):(\d+)", base)
+        self.host, self.port = m.group(1), int(m.group(2))
+        self.timeout = timeout
+        self._local = threading.local()
+
+    def _conn(self) -> http.client.HTTPConnection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = self._local.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        return c
+
+    def close(self) -> None:
+        c = getattr(self._local, "conn", None)
+        if c is not None:
+            c.close()
+            self._local.conn = None
+
+    def request(self, method: str, path: str, body=None, headers: dict | None = None):
+        """(status, headers, parsed JSON or text). A keep-alive connection the server had
+        closed is reopened and the request sent again (only when no answer was read; the
+        writes carry an Idempotency-Key, so a resend cannot act twice)."""
+        data = json.dumps(body).encode() if body is not None else None
+        hdrs = {"Content-Type": "application/json"} if data is not None else {}
+        hdrs.update(headers or {})
+        for attempt in (1, 2):
+            c = self._conn()
+            try:
+                c.request(method, path, body=data, headers=hdrs)
+                r = c.getresponse()
+                raw = r.read()
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if attempt == 2:
+                    raise
+        if r.getheader("Connection", "").lower() == "close":
+            self.close()
+        ctype = r.getheader("Content-Type", "")
+        payload = json.loads(raw) if ctype.startswith("application/json") and raw else raw.decode(errors="replace")
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, payload
+
+
+def run_load(http: Http, requests: list[tuple[str, str, dict, dict]], clients: int) -> dict:
+    """Send ``requests`` ((method, path, body, headers) each) from ``clients`` threads as
+    fast as they are answered. Returns latencies (ms), statuses, bodies, wall seconds."""
+    results: list = [None] * len(requests)
+    nxt = iter(range(len(requests)))
+    lock = threading.Lock()
+    barrier = threading.Barrier(clients + 1)
+
+    def worker():
+        barrier.wait()
+        while True:
+            with lock:
+                i = next(nxt, None)
+            if i is None:
+                break
+            method, path, body, headers = requests[i]
+            t = time.perf_counter()
+            try:
+                status, _h, payload = http.request(method, path, body, headers)
+            except Exception as exc:  # noqa: BLE001 - counted as an error
+                status, payload = "exception", repr(exc)
+            results[i] = ((time.perf_counter() - t) * 1000, status, payload)
+        http.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - start
+    return {"wall": wall, "results": results}
+
+
+def percentile(values: list[float], p: float) -> float:
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, round(p / 100 * len(s) + 0.5) - 1))
+    return s[k]
+
+
+def summarize(load: dict, ok_status: int) -> dict:
+    ms = [r[0] for r in load["results"]]
+    statuses = Counter(str(r[1]) for r in load["results"])
+    errors = sum(n for s, n in statuses.items() if s != str(ok_status))
+    return {"requests": len(ms), "seconds": round(load["wall"], 2), "rps": round(len(ms) / load["wall"], 1),
+            "p50": round(percentile(ms, 50), 2), "p90": round(percentile(ms, 90), 2),
+            "p99": round(percentile(ms, 99), 2), "max": round(max(ms), 2), "mean": round(statistics.fmean(ms), 2),
+            "errors": errors, "statuses": dict(statuses)}
+
+
+# --- the data ----------------------------------------------------------------------------------
+
+def prepare(db_path: Path, customers: int, log=print) -> dict:
+    """A fresh migrated SQLite file with one hotel tenant, ``customers`` customers
+    (refs C-000001 ...) and an API key."""
+    from saas import create_app
+    from saas.auth import services as auth_services
+    from saas.customers.models import Customer
+    from saas.db import bind_tenant
+    from saas.migrate import upgrade
+    from saas.settings import services as settings_services
+
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(db_path) + suffix).unlink(missing_ok=True)
+    url = f"sqlite:///{db_path}"
+    overrides = server_overrides(url)
+    upgrade(overrides)
+    app = create_app(overrides)
+    db = app.extensions["huitou_db"]
+    s = db.new_session()
+    try:
+        tenant, owner = auth_services.create_tenant(
+            s, name="Bench Hotel", industry="hotel", owner_name="Bench Owner", owner_email="bench-owner@example.com",
+            password=OWNER_PASSWORD, language="en")
+        s.commit()
+        bind_tenant(s, tenant.id, owner.id)
+        _key, full = settings_services.create_api_key(s, "bench", owner.id)
+        s.add_all([Customer(name=f"客户{i}", external_ref=f"C-{i:06d}") for i in range(1, customers + 1)])
+        s.commit()
+        info = {"tenant_id": tenant.id, "slug": tenant.slug, "timezone": tenant.timezone, "key": full, "url": url,
+                "overrides": overrides}
+    finally:
+        s.close()
+        db.engine.dispose()
+    log(f"prepared {db_path}: tenant {info['slug']}, {customers:,} customers")
+    return info
+
+
+def award_requests(key: str, customers: int, n: int, rng: random.Random, day: str) -> list:
+    auth = f"Bearer {key}"
+    out = []
+    for _ in range(n):
+        body = {"customer_ref": f"C-{rng.randint(1, customers):06d}", "occurred_on": day,
+                "amount": f"{rng.randint(50, 3000)}.{rng.randint(0, 99):02d}", "quantity": rng.randint(1, 3)}
+        out.append(("POST", "/api/v1/transactions", body, {"Authorization": auth, "Idempotency-Key": uuid.uuid4().hex}))
+    return out
+
+
+def verify_ledger(url: str, answered_points: int, answered: int) -> dict:
+    """The ledger after the load: ledger.verify per tenant (cache == sum), and the sum of
+    every answered points_awarded == the sum of the entries, one transaction per 201."""
+    from sqlalchemy import func, select
+
+    from saas import create_app
+    from saas.auth.models import Tenant
+    from saas.customers.models import Transaction
+    from saas.db import bind_tenant
+    from saas.loyalty import ledger
+    from saas.loyalty.models import LedgerEntry, LoyaltyAccount
+
+    app = create_app(server_overrides(url))
+    db = app.extensions["huitou_db"]
+    out = {"mismatches": [], "accounts": 0, "entries": 0, "ledger_sum": 0, "transactions": 0}
+    s = db.new_session(read_only=True)
+    try:
+        tenant_ids = list(s.scalars(select(Tenant.id)))
+    finally:
+        s.close()
+    for tid in tenant_ids:
+        s = db.new_session(read_only=True)
+        try:
+            bind_tenant(s, tid)
+            out["mismatches"] += [(str(c), a, b) for c, a, b in ledger.verify(s)]
+            out["accounts"] += s.scalar(select(func.count()).select_from(LoyaltyAccount))
+            out["entries"] += s.scalar(select(func.count()).select_from(LedgerEntry))
+            out["ledger_sum"] += int(s.scalar(select(func.coalesce(func.sum(LedgerEntry.points), 0))))
+            out["transactions"] += s.scalar(select(func.count()).select_from(Transaction))
+        finally:
+            s.close()
+    db.engine.dispose()
+    out["answered_points"] = answered_points
+    out["answered"] = answered
+    out["exact"] = (not out["mismatches"] and out["ledger_sum"] == answered_points
+                    and out["transactions"] == answered)
+    return out
+
+
+# --- the bare route ------------------------------------------------------------------------------
+
+def bare_app():
+    """A Flask app with one route that reads a JSON body and answers JSON: the floor of
+    what Flask + gunicorn cost on this machine (gunicorn: ``bench.award:bare_app()``)."""
+    from flask import Flask, request
+
+    app = Flask("bare")
+
+    @app.post("/bare")
+    def bare():
+        body = request.get_json()
+        return {"ok": True, "customer_ref": body.get("customer_ref")}, 201
+
+    @app.get("/")
+    def index():
+        return "ok"
+
+    return app
+
+
+# --- where the time goes -----------------------------------------------------------------------------
+
+# (label, module path, attribute): functions timed inclusively, by wrapping the module
+# attribute the callers look up at call time. Nested phases are indented in the label.
+PHASES = [
+    ("JSON body read + schema validation", "saas.api.spec", "ApiSpec.read_body"),
+    ("API key check (verify_api_key)", "saas.settings.services", "verify_api_key"),
+    ("idempotency record lookup", "saas.api.idempotency", "_stored"),
+    ("customer by ref", "saas.api.customers", "_customer_by_ref"),
+    ("default transaction kind", "saas.customers.services", "default_kind"),
+    ("record_transaction (validate, insert)", "saas.customers.services", "record_transaction"),
+    ("loyalty award (services.award), of which:", "saas.loyalty.services", "award"),
+    ("  programme_of (read + cache)", "saas.loyalty.services", "programme_of"),
+    ("  lock_account", "saas.loyalty.ledger", "lock_account"),
+    ("  refresh_tier (tier review / upgrade)", "saas.loyalty.ledger", "refresh_tier"),
+    ("  idempotency of the entry (_existing)", "saas.loyalty.ledger", "_existing"),
+    ("  credit the lot (_credit)", "saas.loyalty.ledger", "_credit"),
+    ("commit (Session.commit)", "sqlalchemy.orm", "Session.commit"),
+]
+
+
+class _Phases:
+    """Inclusive wall time of PHASES and of the SQL statements (cursor execute) per request."""
+
+    def __init__(self, engine):
+        import importlib
+
+        from sqlalchemy import event
+
+        self.totals: Counter = Counter()
+        self.sql_ms = 0.0
+        self.statements: Counter = Counter()
+        self.undo = []
+        for label, module, attr in PHASES:
+            mod = importlib.import_module(module)
+            owner, name = (getattr(mod, attr.split(".")[0]), attr.split(".")[1]) if "." in attr else (mod, attr)
+            original = getattr(owner, name)
+            setattr(owner, name, self._timed(label, original))
+            self.undo.append((owner, name, original))
+        self._t0: dict = {}
+        event.listen(engine, "before_cursor_execute", self._before)
+        event.listen(engine, "after_cursor_execute", self._after)
+        self.engine = engine
+
+    def _timed(self, label, fn):
+        totals = self.totals
+
+        def wrapper(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[label] += time.perf_counter() - t
+        return wrapper
+
+    def _before(self, conn, cursor, statement, parameters, context, executemany):
+        self._t0[id(cursor)] = time.perf_counter()
+        self.statements[statement.split(None, 1)[0].upper()] += 1
+
+    def _after(self, conn, cursor, statement, parameters, context, executemany):
+        self.sql_ms += (time.perf_counter() - self._t0.pop(id(cursor), time.perf_counter())) * 1000
+
+    def close(self):
+        from sqlalchemy import event
+
+        for owner, name, original in self.undo:
+            setattr(owner, name, original)
+        event.remove(self.engine, "before_cursor_execute", self._before)
+        event.remove(self.engine, "after_cursor_execute", self._after)
+
+
+def profile(info: dict, customers: int, n: int, rng: random.Random, day: str) -> dict:
+    """In-process: ``n`` awards through the Flask test client, one at a time. The plain
+    mean time per award (nothing measured inside) is the ceiling of a database whose
+    writers are serialised (SQLite: 1 / mean); then the same again with the phases timed
+    (inclusive wall time of the functions in PHASES, and of the SQL statements)."""
+    from saas import create_app
+
+    app = create_app({**info["overrides"], "TESTING": True})
+    client = app.test_client()
+
+    def send(count):
+        times = []
+        for _m, path, body, headers in award_requests(info["key"], customers, count, rng, day):
+            t = time.perf_counter()
+            r = client.post(path, json=body, headers=headers)
+            times.append((time.perf_counter() - t) * 1000)
+            if r.status_code != 201:
+                raise RuntimeError(f"profile: {r.status_code} {r.text[:300]}")
+        return times
+
+    send(50)  # warm-up
+    plain = send(n)
+    phases = _Phases(app.extensions["huitou_db"].engine)
+    try:
+        timed = send(n)
+    finally:
+        phases.close()
+    app.extensions["huitou_db"].engine.dispose()
+    total = statistics.fmean(timed)
+    rows = [(label, round(1000 * phases.totals[label] / n, 2)) for label, _m, _a in PHASES]
+    return {
+        "requests": n,
+        "plain_mean_ms": round(statistics.fmean(plain), 2),
+        "plain_p50_ms": round(percentile(plain, 50), 2),
+        "timed_mean_ms": round(total, 2),
+        "sql_ms": round(phases.sql_ms / n, 2),
+        "ceiling_rps": round(1000 / statistics.fmean(plain), 0),
+        "phases": rows,
+        "queries": {k: round(v / n, 1) for k, v in phases.statements.most_common()}
+        | {"total": round(sum(phases.statements.values()) / n, 1)},
+    }
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+def run(db_path: Path, customers: int = 1000, requests: int = 3000, clients: int = 16, workers: int = 4,
+        threads: int = 4, warmup: int = 200, profile_requests: int = 300, seed: int = 2026, log=print) -> dict:
+    from saas import clock
+
+    rng = random.Random(seed)
+    info = prepare(db_path, customers, log)
+    day = clock.today(info["timezone"]).isoformat()
+    logs = db_path.parent / "bench-award-logs"
+    out: dict = {"customers": customers, "clients": clients, "workers": workers, "threads": threads,
+                 "client": f"Python http.client, {clients} threads, keep-alive, one process"}
+
+    # The award API.
+    answered_points = answered = 0
+    spec = app_spec(info["overrides"])
+    log(f"== award API: gunicorn {workers} workers x {threads} threads, {clients} clients, {requests:,} requests")
+    with gunicorn_server(spec, logs / "award-server.log", workers=workers, threads=threads,
+                         probe="/api/v1/openapi.json") as base:
+        http = Http(base)
+        warm = run_load(http, award_requests(info["key"], customers, warmup, rng, day), clients)
+        load = run_load(http, award_requests(info["key"], customers, requests, rng, day), clients)
+    for r in warm["results"] + load["results"]:
+        if r[1] == 201:
+            answered += 1
+            answered_points += r[2]["points_awarded"]
+    out["award"] = summarize(load, 201)
+    out["award"]["warmup_errors"] = sum(1 for r in warm["results"] if r[1] != 201)
+    out["award"]["sample_errors"] = [r[2] for r in load["results"] if r[1] != 201][:3]
+    out["award"]["server_problems"] = server_problems(logs / "award-server.log")[:10]
+    log(f"   {out['award']}")
+
+    # The bare route, served the same way, the same load.
+    log("== bare Flask route, served the same way")
+    with gunicorn_server("bench.award:bare_app()", logs / "bare-server.log", workers=workers, threads=threads,
+                         probe="/") as base:
+        http = Http(base)
+        bare_reqs = [("POST", "/bare", b, {"Authorization": h["Authorization"], "Idempotency-Key": h["Idempotency-Key"]})
+                     for _m, _p, b, h in award_requests(info["key"], customers, requests + warmup, rng, day)]
+        run_load(http, bare_reqs[:warmup], clients)
+        bare = run_load(http, bare_reqs[warmup:], clients)
+    out["bare"] = summarize(bare, 201)
+    log(f"   {out['bare']}")
+    out["ratio_rps"] = round(out["bare"]["rps"] / max(out["award"]["rps"], 1e-9), 1)
+    out["ratio_p50"] = round(out["award"]["p50"] / max(out["bare"]["p50"], 1e-9), 1)
+
+    log("== ledger verification")
+    out["ledger"] = verify_ledger(info["url"], answered_points, answered)
+    log(f"   {out['ledger']}")
+
+    log(f"== in-process profile of {profile_requests} awards (Flask test client, one at a time)")
+    out["profile"] = profile(info, customers, profile_requests, rng, day)
+    log(f"   mean {out['profile']['plain_mean_ms']} ms per award -> at most {out['profile']['ceiling_rps']:.0f}/s "
+        f"with writers serialised; {out['profile']['queries']}")
+    for label, ms in out["profile"]["phases"]:
+        log(f"   {label:48} {ms:8.2f} ms")
+    log(f"   {'SQL executing in SQLite':48} {out['profile']['sql_ms']:8.2f} ms")
+    return out
+
+
+def render(r: dict) -> list[str]:
+    a, b, led, prof = r["award"], r["bare"], r["ledger"], r["profile"]
+    goal_ok = a["rps"] >= 1500 and a["p99"] < 100 and a["errors"] == 0
+    out = ["### Award-points API under gunicorn (issue 4)", "",
+           (f"SQLite file, one hotel tenant (preset programme) with {r['customers']:,} customers; "
+           f"gunicorn {r['workers']} workers x {r['threads']} threads (gthread, `--preload`) on 127.0.0.1; "
+           f"load generator: {r['client']} (wrk/locust are not installed), on the same machine. "
+           f"`POST /api/v1/transactions` with a new Idempotency-Key each, a random customer and amount; "
+           f"the bare route is a Flask `POST` that parses the JSON body and answers JSON, served the same way "
+           f"with the same load. Milliseconds at the client."), "",
+           "| target | requests | seconds | requests/s | p50 | p90 | p99 | max | errors |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for name, st in (("`POST /api/v1/transactions` (award)", a), ("bare Flask route", b)):
+        out.append(f"| {name} | {st['requests']:,} | {st['seconds']} | **{st['rps']:,}** | {st['p50']} | {st['p90']} "
+                   f"| {st['p99']} | {st['max']} | {st['errors']} |")
+    out += ["", (f"Ratio: the bare route serves x{r['ratio_rps']} the requests per second; award p50 is "
+            f"x{r['ratio_p50']} the bare p50. Goal (>= 1,500 awards/s, p99 < 100 ms, no errors): "
+            f"**{'met' if goal_ok else 'not met'}**."), ""]
+    if a["errors"]:
+        out.append(f"Award errors by status: {a['statuses']}; first: {a['sample_errors']}.")
+    out.append("Server log problems (tracebacks, `database is locked`, worker timeouts): "
+               + (f"{len(a['server_problems'])}: {a['server_problems'][:3]}" if a["server_problems"] else "none") + ".")
+    out += ["", (f"Ledger afterwards: `ledger.verify` per tenant: {len(led['mismatches'])} mismatches over "
+            f"{led['accounts']:,} accounts and {led['entries']:,} entries; sum of the ledger {led['ledger_sum']:,} "
+            f"points = sum of the {led['answered']:,} answered `points_awarded` {led['answered_points']:,}; "
+            f"{led['transactions']:,} transactions for {led['answered']:,} answers 201: "
+            f"**{'exact' if led['exact'] else 'NOT EXACT'}**."), "",
+            (f"Where the time goes (in-process, Flask test client, one award at a time, {prof['requests']} "
+             f"requests): **{prof['plain_mean_ms']} ms per award** (p50 {prof['plain_p50_ms']} ms); "
+             f"{prof['queries'].get('total')} SQL statements per award "
+             f"({', '.join(f'{k} {v}' for k, v in prof['queries'].items() if k != 'total')}) taking "
+             f"{prof['sql_ms']} ms in SQLite itself. SQLite runs one write transaction at a time, and a request's "
+             f"transaction begins (BEGIN IMMEDIATE) at its first query, the API key lookup, so the whole "
+             f"request holds the write lock: the ceiling is about 1 / {prof['plain_mean_ms']} ms = "
+             f"**{prof['ceiling_rps']:,.0f} awards/s** whatever the number of workers."),
+            "",
+            f"| phase (inclusive wall time, timed run: {prof['timed_mean_ms']} ms per award) | ms per award |",
+            "| --- | ---: |"]
+    for label, ms in prof["phases"]:
+        out.append(f"| {label.replace('  ', '&nbsp;&nbsp;')} | {ms} |")
+    rest = prof["timed_mean_ms"] - sum(ms for label, ms in prof["phases"] if not label.startswith(" "))
+    out.append(f"| everything else (Flask and the test client, the idempotency claim and stored answer, the "
+               f"tenant row, JSON out) | {rest:.2f} |")
+    out.append(f"| SQL statements executing in SQLite (all phases) | {prof['sql_ms']} |")
+    out.append("")
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.award", description=__doc__.splitlines()[0])
+    p.add_argument("--db", default=str(ROOT / "instance" / "bench-award.db"))
+    p.add_argument("--customers", type=int, default=1000)
+    p.add_argument("--requests", type=int, default=3000)
+    p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--threads", type=int, default=4)
+    args = p.parse_args(argv)
+    r = run(Path(args.db).resolve(), args.customers, args.requests, args.clients, args.workers, args.threads)
+    print("\n".join(render(r)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
