@@ -402,7 +402,8 @@ def _loyalty(s: Session, customers: list[Customer], transactions: list[Transacti
         if rewards and rng.random() < 0.08:
             reward = rng.choice(rewards)
             try:
-                ledger.redeem(s, programme, customer, tx.occurred_on, reward=reward, staff_user_id=tx.staff_user_id)
+                ledger.redeem(s, programme, customer, tx.occurred_on, reward=reward, staff_user_id=tx.staff_user_id,
+                              idempotency_key=f"demo:redeem:{tx.id}")
             except ValidationFailed:
                 pass  # not enough points yet
     ledger.expire_due(s, as_of)

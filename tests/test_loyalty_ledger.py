@@ -409,3 +409,20 @@ def test_merge_moves_lots_with_their_dates_and_debt_and_the_higher_tier(books, h
     for cid in (c.id, dup.id):
         check_books(s, cid)
     assert ledger.verify(s) == []
+
+
+def test_a_void_after_expiry_gives_points_back_to_an_expired_lot_which_expires_again(books):
+    s, c, kind, _ = books
+    p = programme(expiry_months=12)
+    earn(s, p, c, kind, "1000", on=dt.date(2025, 3, 10), as_of=dt.date(2025, 3, 10))  # 100, expires 2026-03-10
+    r = ledger.redeem(s, p, c, dt.date(2026, 1, 5), points=50)
+    assert ledger.expire_due(s, DAY) == 50
+    ledger.void_redemption(s, p, r, None, "", DAY)
+    assert ledger.account(s, c.id).balance == 50
+    assert ledger.expire_due(s, DAY) == 50  # the restored points belong to an expired lot
+    assert ledger.expire_due(s, DAY) == 0
+    s.commit()
+    keys = s.scalars(select(LedgerEntry.idempotency_key).where(LedgerEntry.kind == "expire")).all()
+    assert len(keys) == len(set(keys)) == 2 and all(keys)
+    assert ledger.account(s, c.id).balance == 0
+    check_books(s, c.id)

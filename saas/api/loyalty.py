@@ -413,7 +413,7 @@ def create_redemption(body):
     as_of = _today()
     entry = _call(ledger.redeem, s, services.programme_of(s), customer, as_of,
                   points=body.get("points"), reward=reward, staff_user_id=staff, note=body.get("note", ""),
-                  location_code=location_code)
+                  location_code=location_code, idempotency_key=f"api:redeem:{idempotency_key()}")
     return redemption_json(s, entry, customer.external_ref, reward.code if reward else None, as_of), 201
 
 

@@ -507,20 +507,24 @@ def transfer_all(s: Session, programme: Programme, source_id: uuid.UUID, target_
         if lot.remaining <= 0:
             continue
         n = lot.remaining
+        key = f"merge:{source_id}:{lot.entry.id}"
         out = _post(s, src, "adjust", -n, as_of, staff_user_id=staff_user_id, reason=reason,
-                    detail={"merged_into": str(target_id)})
+                    detail={"merged_into": str(target_id)}, idempotency_key=f"{key}:out")
         _allocate(s, src, out, lot, n)
         _post(s, dst, "adjust", n, as_of, available_on=lot.entry.available_on, expires_on=lot.entry.expires_on,
-              staff_user_id=staff_user_id, reason=reason, detail={"merged_from": str(source_id)})
+              staff_user_id=staff_user_id, reason=reason, detail={"merged_from": str(source_id)},
+              idempotency_key=f"{key}:in")
         moved += n
     owed = debts(s, source_id)
     for debit, left in owed:
         # The source's debt is settled by a credit that the target pays for.
+        key = f"merge:{source_id}:{debit.id}"
         paid = _post(s, src, "adjust", left, as_of, available_on=as_of, expires_on=None,
-                     staff_user_id=staff_user_id, reason=reason, detail={"merged_into": str(target_id)})
+                     staff_user_id=staff_user_id, reason=reason, detail={"merged_into": str(target_id)},
+                     idempotency_key=f"{key}:paid")
         s.add(LotAllocation(customer_id=source_id, entry_id=debit.id, lot_id=paid.id, points=left))
         owes = _post(s, dst, "adjust", -left, as_of, staff_user_id=staff_user_id, reason=reason,
-                     detail={"merged_from": str(source_id)})
+                     detail={"merged_from": str(source_id)}, idempotency_key=f"{key}:owes")
         s.flush()
         _take(s, dst, owes, left, lots(s, target_id), as_of)
         moved -= left
@@ -547,10 +551,17 @@ def expire_due(s: Session, as_of: dt.date) -> int:
     expired = 0
     for customer_id in sorted(customers):
         acc = lock_account(s, customer_id)
+        # A lot can expire twice (a void gave back points it had lost before its expiry);
+        # what it lost to expiry so far makes each expiry's key unique.
+        gone = dict(s.execute(select(LotAllocation.lot_id, func.sum(LotAllocation.points))
+                              .join(LedgerEntry, LedgerEntry.id == LotAllocation.entry_id)
+                              .where(LotAllocation.customer_id == customer_id, LedgerEntry.kind == "expire")
+                              .group_by(LotAllocation.lot_id)).all())
         for lot in lots(s, customer_id):
             if lot.remaining > 0 and not lot.valid_on(as_of):
                 entry = _post(s, acc, "expire", -lot.remaining, lot.entry.expires_on, reverses_id=None,
-                              detail={"lot": str(lot.entry.id)})
+                              detail={"lot": str(lot.entry.id)},
+                              idempotency_key=f"expire:{lot.entry.id}:{int(gone.get(lot.entry.id) or 0)}")
                 expired += lot.remaining
                 _allocate(s, acc, entry, lot, lot.remaining)
         s.flush()
