@@ -266,7 +266,7 @@ def test_refused_redemptions_answer_422_keep_the_input_and_write_nothing(client,
         message = "Not enough points: 150 can be redeemed, 1,000 are needed."
     elif case == "below_minimum":
         data.update(points="50")
-        message = "At least 100 points can be used at a time."
+        message = "Use at least 100 points at a time."
     elif case == "unavailable":
         desk.redeem(reward=last)  # the last one goes while the dialog is open
         data.update(reward=str(last.id))

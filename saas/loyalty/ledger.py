@@ -354,7 +354,7 @@ def redeem(s: Session, programme: Programme, customer: Customer, as_of: dt.date,
         if points <= 0:
             _refuse("points", _l("Enter a number of points above zero."), "validation_failed")
         if points < programme.min_redeem_points:
-            _refuse("points", _l("At least %(n)s points can be used at a time.", n=programme.min_redeem_points),
+            _refuse("points", _l("Use at least %(n)s points at a time.", n=programme.min_redeem_points),
                     "below_minimum")
     previous = _existing(s, idempotency_key)
     if previous is not None:
