@@ -124,6 +124,23 @@ def create_phone_search(op) -> None:
     op.execute(f"INSERT INTO {PHONE_SEARCH_TABLE}({PHONE_SEARCH_TABLE}) VALUES ('rebuild')")
 
 
+def insert_customers_in_bulk(conn, insert) -> None:
+    """Run ``insert()`` (many new customers) with the phone index filled once for all of
+    them afterwards instead of by its trigger row by row (SQLite; elsewhere just
+    ``insert()``). The trigger is dropped and re-created inside the caller's transaction:
+    a rollback restores it, and no other writer runs meanwhile (writes are serialised)."""
+    if conn.dialect.name != "sqlite":
+        insert()
+        return
+    name = "customers_phone_search_insert"
+    first = conn.exec_driver_sql("SELECT coalesce(max(rowid), 0) FROM customers").scalar()
+    conn.exec_driver_sql(f"DROP TRIGGER {name}")
+    insert()
+    conn.exec_driver_sql(f"INSERT INTO {PHONE_SEARCH_TABLE}(rowid, phone, phone_alt) "
+                         "SELECT rowid, phone, phone_alt FROM customers WHERE rowid > ?", (first,))
+    conn.exec_driver_sql(f"CREATE TRIGGER {name} {_PHONE_SEARCH_TRIGGERS[name]}")
+
+
 def drop_phone_search(op) -> None:
     """Drop (SQLite) the trigram index of the phone numbers and its triggers."""
     if op.get_bind().dialect.name != "sqlite":

@@ -56,6 +56,7 @@ from saas.clock import now_utc
 from saas.customers.models import AuditEntry, Customer, ImportJob, ImportMapping, Transaction
 from saas.db import bind_tenant, bound_tenant_id, new_id
 from saas.errors import NotFound, ValidationFailed
+from saas.migrate import insert_customers_in_bulk
 from saas import jobs
 from saas.settings.models import Department, Location, TransactionKind
 
@@ -682,6 +683,15 @@ def _blank(row: list) -> bool:
     return all(v is None or (isinstance(v, str) and not v.strip()) for v in row)
 
 
+def _bulk_insert_customers(s: Session, rows: list[dict]) -> None:
+    """New customers in bulk; past a few hundred, the phone search index is filled once
+    for the batch rather than by its trigger per row (see saas.migrate)."""
+    if len(rows) < 500:
+        _bulk_insert(s, Customer, rows)
+    else:
+        insert_customers_in_bulk(s.connection(), lambda: _bulk_insert(s, Customer, rows))
+
+
 def _bulk_insert(s: Session, model, rows: list[dict]) -> None:
     """INSERT ``rows`` (dicts with the same keys, tenant_id and id set explicitly) into
     ``model``'s table in batches of BATCH.
@@ -883,7 +893,7 @@ class _CustomerImport:
         for r in self.creates:
             r.update(created_at=now, phone_alt="", gender="", job_title="", company_industry="", company_size="",
                      consent_phone=False, consent_sms=False, consent_email=False, tags=[])
-        _bulk_insert(self.s, Customer, self.creates)
+        _bulk_insert_customers(self.s, self.creates)
         # Rows with the same set of changed columns go together (one statement shape each).
         groups: dict[tuple, list[dict]] = {}
         for u in self.updates:
@@ -1136,7 +1146,7 @@ class _TransactionImport:
                       "company_size": "", "consent_phone": False, "consent_sms": False, "consent_email": False,
                       "tags": [], "merged_into_id": None, "erased_at": None, "created_at": now}
                      for ref, cid in self.new_customers.items()]
-        _bulk_insert(self.s, Customer, customers)
+        _bulk_insert_customers(self.s, customers)
         for r in self.creates:
             r["created_at"] = now
         _bulk_insert(self.s, Transaction, self.creates)
