@@ -285,6 +285,9 @@ def _starts(s: Session, column, value: str):
     return and_(column < upper, cond) if upper is not None else cond
 
 
+PHONE_ROWIDS_LIMIT = 2000
+
+
 def _phone_matches(s: Session, digits: str, region: str | None) -> tuple[list, object | None]:
     """Conditions on the customers whose phone numbers match what staff typed (digits,
     maybe with a leading +): any part of either number for 3 digits or more (a trigram
@@ -322,8 +325,21 @@ def _phone_matches(s: Session, digits: str, region: str | None) -> tuple[list, o
             # customer_phone_search: FTS5 trigram index of phone and phone_alt (migration
             # 0004), whose rowids are the customers' rowids; a quoted phrase matches it
             # anywhere in either number.
-            fts = text("SELECT rowid FROM customer_phone_search WHERE customer_phone_search MATCH :phone_phrase")
-            anywhere_cond = literal_column("customers.rowid").in_(fts.bindparams(phone_phrase=f'"{anywhere}"'))
+            # The index holds every tenant's numbers: look it up once, for this tenant, and
+            # hand the two statements of the search the rowids (the subquery itself when
+            # there are too many, e.g. three digits that every mobile number has).
+            phrase = f'"{anywhere}"'
+            rowids = s.execute(text(
+                "SELECT customers.rowid FROM customer_phone_search JOIN customers "
+                "ON customers.rowid = customer_phone_search.rowid "
+                "WHERE customer_phone_search MATCH :phrase AND customers.tenant_id = :tenant LIMIT :limit"),
+                {"phrase": phrase, "tenant": bound_tenant_id(s).hex, "limit": PHONE_ROWIDS_LIMIT + 1}).scalars().all()
+            rowid = literal_column("customers.rowid")
+            if len(rowids) <= PHONE_ROWIDS_LIMIT:
+                anywhere_cond = rowid.in_(rowids) if rowids else None
+            else:
+                fts = text("SELECT rowid FROM customer_phone_search WHERE customer_phone_search MATCH :phone_phrase")
+                anywhere_cond = rowid.in_(fts.bindparams(phone_phrase=phrase))
         else:
             # The pg_trgm GIN indexes ix_customers_phone_trgm / ix_customers_phone_alt_trgm.
             anywhere_cond = or_(Customer.phone.contains(anywhere, autoescape=True),
