@@ -52,6 +52,7 @@ EXPECTED_ACCESS = {
     "settings.edit_entry": "owner",
     "settings.programme": "owner",
     "settings.edit_programme": "owner",
+    "settings.loyalty_form": "owner",
     "settings.api_keys": "owner",
     "settings.revoke_api_key": "owner",
     "customers.frontdesk": "staff",

@@ -177,7 +177,7 @@ def programme_sections(s: Session) -> dict[str, dict | list]:
 def update_programme_section(s: Session, section: str, toml_text: str) -> ProgrammeSection:
     """Replace one section from TOML text (``[loyalty]`` table or ``[[surveys]]`` list).
 
-    Raises ValidationFailed with the parse error or the rule each value breaks.
+    Raises ValidationFailed (field "text") with the parse error or the rule each value breaks.
     """
     if section not in presets.PROGRAMME_SECTIONS:
         raise NotFound(section)
@@ -189,23 +189,45 @@ def update_programme_section(s: Session, section: str, toml_text: str) -> Progra
         raise ValidationFailed.one("text", _l("The text is nested too deeply."))
     if set(doc) != {section}:
         raise ValidationFailed.one("text", _l("The text must hold exactly the section [%(s)s].", s=section))
+    try:
+        return update_programme_section_data(s, section, doc[section])
+    except ValidationFailed as exc:
+        # The whole-section problems belong to the text box of the TOML editor.
+        raise ValidationFailed({k or "text": v for k, v in exc.errors.items()}, exc.code) from None
+
+
+def programme_section_data(s: Session, section: str):
+    """The bound tenant's saved section as stored (None when it has none)."""
+    if section not in presets.PROGRAMME_SECTIONS:
+        raise NotFound(section)
+    return s.scalar(select(ProgrammeSection.data).where(ProgrammeSection.section == section))
+
+
+def update_programme_section_data(s: Session, section: str, data) -> ProgrammeSection:
+    """Replace one section with ``data`` (parsed TOML, or a form's values over the saved
+    section) after checking it with ``presets.validate_section``.
+
+    Raises ValidationFailed with the problems under the whole-form key "", saving nothing.
+    """
+    if section not in presets.PROGRAMME_SECTIONS:
+        raise NotFound(section)
     # The section is stored as JSON: TOML dates and inf/nan have no JSON form (and
     # PostgreSQL refuses them), so they are refused here rather than failing on save.
-    bad = _non_json_value(doc[section])
+    bad = _non_json_value(data)
     if bad is not None:
-        raise ValidationFailed.one("text", _l(
+        raise ValidationFailed.one("", _l(
             "%(value)s cannot be stored here: write dates as text in quotes, and use finite numbers.",
             value=bad))
     codes = {d.code for d in s.scalars(select(Department))}
-    problems = presets.validate_section(section, doc[section], codes)
+    problems = presets.validate_section(section, data, codes)
     if problems:
-        raise ValidationFailed({"text": problems})
+        raise ValidationFailed({"": problems})
     row = s.scalar(select(ProgrammeSection).where(ProgrammeSection.section == section))
     if row is None:
-        row = ProgrammeSection(section=section, data=doc[section])
+        row = ProgrammeSection(section=section, data=data)
         s.add(row)
     else:
-        row.data = doc[section]
+        row.data = data
         row.updated_at = now_utc()
     s.flush()
     return row

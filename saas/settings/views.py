@@ -18,6 +18,7 @@ from saas.settings import presets, services
 from saas.settings.forms import (
     ENTRY_FORMS,
     ApiKeyForm,
+    LoyaltyForm,
     ProgrammeSectionForm,
     TenantDefaultsForm,
 )
@@ -186,6 +187,32 @@ def _loyalty_preview(args) -> dict:
 def programme_preview():
     context = _loyalty_preview(request.args)
     return render_template("settings/_loyalty_preview.html", **context), 422 if context["preview_errors"] else 200
+
+
+@bp.route("/settings/programme/loyalty/form", methods=["GET", "POST"])
+@access(Role.owner)
+def loyalty_form():
+    """The everyday keys of the loyalty programme as a form; the keys it does not show
+    (earning rates, flat points, department multipliers, promotions) stay as saved."""
+    from saas.loyalty import services as loyalty
+
+    s = db.session()
+    if request.method == "GET":
+        form = LoyaltyForm.from_programme(loyalty.programme_of(s))
+    else:
+        form = LoyaltyForm()
+        if form.validate_on_submit():
+            data = form.section_data(services.programme_section_data(s, "loyalty"))
+            if data is not None:
+                try:
+                    services.update_programme_section_data(s, "loyalty", data)
+                except ValidationFailed as exc:
+                    apply_errors(form, exc)
+                else:
+                    flash(_("%(section)s has been saved.", section=SECTION_TITLES["loyalty"]), "success")
+                    return redirect(url_for("settings.edit_programme", section="loyalty"), 303)
+    return render_template("settings/loyalty_form.html", form=form, title=SECTION_TITLES["loyalty"],
+                           currency=g.tenant.currency), _status(form)
 
 
 # --- API keys --------------------------------------------------------------------------------

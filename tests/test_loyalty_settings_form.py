@@ -1,0 +1,262 @@
+"""The loyalty programme as a form in Settings (owner only): the everyday keys of the
+[loyalty] section, the tiers as rows; the keys the form does not show stay as saved."""
+from __future__ import annotations
+
+import html
+from decimal import Decimal
+from html.parser import HTMLParser
+
+import pytest
+
+from saas.loyalty import services as loyalty
+from saas.settings import services
+from tests.conftest import login
+
+URL = "/settings/programme/loyalty/form"
+
+
+@pytest.fixture
+def owner(client, make_tenant):
+    """A hotel tenant whose owner is logged in with ``client``."""
+    tenant, user = make_tenant(industry="hotel")
+    assert login(client, user.email).status_code == 303
+    return tenant
+
+
+class _Values(HTMLParser):
+    """What a browser would submit from the page's loyalty form (ticked boxes only)."""
+
+    def __init__(self):
+        super().__init__()
+        self.values: dict[str, str] = {}
+        self.fields: set[str] = set()
+        self._select: str | None = None
+        self._in_form = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "form":
+            self._in_form = a.get("action") == URL
+        if not self._in_form:
+            return
+        if tag == "input" and a.get("name"):
+            self.fields.add(a["name"])
+            if a.get("type") == "checkbox":
+                if "checked" in a:
+                    self.values[a["name"]] = a.get("value") or "y"
+            else:
+                self.values[a["name"]] = a.get("value") or ""
+        elif tag == "select":
+            self._select = a.get("name")
+            self.fields.add(self._select)
+        elif tag == "option" and self._select and "selected" in a:
+            self.values[self._select] = a.get("value")
+
+    def handle_endtag(self, tag):
+        if tag == "select":
+            self._select = None
+        if tag == "form":
+            self._in_form = False
+
+
+def form_values(page: str) -> dict[str, str]:
+    parser = _Values()
+    parser.feed(page)
+    return parser.values
+
+
+def section(tenant_session, tenant) -> dict:
+    return services.programme_sections(tenant_session(tenant))["loyalty"]
+
+
+def test_the_loyalty_page_links_to_the_form(client, owner):
+    page = client.get("/settings/programme/loyalty").text
+    assert f'href="{URL}"' in page
+    assert "Edit with a form" in page
+
+
+def test_the_form_shows_the_hotel_preset(client, owner):
+    r = client.get(URL)
+    assert r.status_code == 200
+    v = form_values(r.text)
+    assert v["points_per_currency_unit"] == "0.1"
+    assert v["pending_days"] == "0"
+    assert v["expiry"] == "months"
+    assert v["expiry_months"] == "24"
+    assert v["tier_measure"] == "points_earned"
+    assert v["evaluation_window"] == "rolling_12_months"
+    assert v["tier_review"] == "anniversary"
+    assert v["birthday_bonus"] == "200"
+    assert (v["referrer_points"], v["referred_points"]) == ("500", "200")
+    assert v["point_value"] == "0.01"
+    assert v["min_redeem_points"] == "500"
+    assert (v["staff_limit"], v["manager_limit"]) == ("500", "5000")
+    assert v["goodwill_budget"] == "2000"
+    assert [v[f"tiers-{i}-code"] for i in range(4)] == ["member", "silver", "gold", "platinum"]
+    assert v["tiers-1-name_zh"] == "银卡会员"
+    assert (v["tiers-2-threshold"], v["tiers-2-retention_threshold"]) == ("5000", "4000")
+    assert (v["tiers-3-multiplier"], v["tiers-3-discount_percent"]) == ("1.5", "15")
+    assert v["tiers-3-perks_en"] == "Executive lounge, late check-out until 16:00"
+    # Empty rows to add tiers, and the words of the choices.
+    assert v["tiers-4-code"] == "" and v["tiers-5-code"] == ""
+    for words in ("Points earned", "Number of stays or visits", "The calendar year so far", "Every 1 January",
+                  "Never", "Remove", "Edit everything as text (TOML)"):
+        assert words in r.text
+
+
+def test_a_change_is_saved_and_the_other_keys_stay(client, owner, tenant_session):
+    before = section(tenant_session, owner)
+    v = form_values(client.get(URL).text)
+    v.update({"points_per_currency_unit": "0.2", "pending_days": "3", "expiry": "never",
+              "tier_measure": "spend", "evaluation_window": "calendar_year", "tier_review": "january",
+              "birthday_bonus": "300", "referrer_points": "600", "referred_points": "250",
+              "point_value": "0.02", "min_redeem_points": "1,000", "staff_limit": "100",
+              "manager_limit": "8000", "goodwill_budget": "1500.50",
+              "tiers-1-threshold": "2000", "tiers-1-retention_threshold": "1500",
+              "tiers-1-name_en": "Silver card", "tiers-1-perks_en": "Late check-out until 14:00"})
+    r = client.post(URL, data=v)
+    assert r.status_code == 303
+    assert r.headers["Location"].endswith("/settings/programme/loyalty")
+    page = client.get(r.headers["Location"]).text
+    assert "Loyalty programme has been saved." in page
+    assert "Points never expire." in page
+
+    p = loyalty.programme_of(tenant_session(owner))
+    assert p.rate == Decimal("0.2")
+    assert (p.pending_days, p.expiry, p.tier_measure) == (3, "never", "spend")
+    assert (p.evaluation_window, p.tier_review) == ("calendar_year", "january")
+    assert (p.birthday_bonus, p.referrer_points, p.referred_points) == (300, 600, 250)
+    assert (p.point_value, p.min_redeem_points) == (Decimal("0.02"), 1000)
+    assert p.adjust_limits == {"staff": 100, "manager": 8000}
+    assert p.goodwill_budget == Decimal("1500.50")
+    silver = p.tier("silver")
+    assert (silver.threshold, silver.retention_threshold, silver.name_en) == (2000, 1500, "Silver card")
+    assert silver.perks_en == "Late check-out until 14:00"
+    assert [t.code for t in p.tiers] == ["member", "silver", "gold", "platinum"]
+    assert [x.code for x in p.promotions] == ["spring-festival"]
+    after = section(tenant_session, owner)
+    for key in ("promotions", "flat_points", "category_multipliers"):
+        assert after[key] == before[key]
+    # The form shows what was saved.
+    v = form_values(client.get(URL).text)
+    assert (v["points_per_currency_unit"], v["expiry"], v["min_redeem_points"]) == ("0.2", "never", "1000")
+
+
+def test_earn_rates_stay_when_the_form_is_saved(client, owner, tenant_session):
+    text = services.programme_section_text(tenant_session(owner), "loyalty").replace(
+        "pending_days = 0", 'pending_days = 0\nearn_rates = [{ kind = "stay", location = "", rate = "0.2" }]')
+    assert client.post("/settings/programme/loyalty", data={"text": text}).status_code == 303
+    v = form_values(client.get(URL).text)
+    v["birthday_bonus"] = "100"
+    assert client.post(URL, data=v).status_code == 303
+    after = section(tenant_session, owner)
+    assert after["earn_rates"] == [{"kind": "stay", "location": "", "rate": "0.2"}]
+    assert after["birthday_bonus"] == 100
+    assert loyalty.programme_of(tenant_session(owner)).rate_for("stay", "") == Decimal("0.2")
+
+
+def test_removing_and_adding_tiers(client, owner, tenant_session):
+    v = form_values(client.get(URL).text)
+    v["tiers-3-remove"] = "y"  # platinum goes
+    v.update({"tiers-4-code": "diamond", "tiers-4-name_zh": "钻石会员", "tiers-4-name_en": "Diamond",
+              "tiers-4-threshold": "20000", "tiers-4-multiplier": "2", "tiers-4-discount_percent": "20",
+              "tiers-4-perks_en": "Everything"})
+    assert client.post(URL, data=v).status_code == 303
+    p = loyalty.programme_of(tenant_session(owner))
+    assert [t.code for t in p.tiers] == ["member", "silver", "gold", "diamond"]
+    diamond = p.tier("diamond")
+    # A blank retention threshold is the threshold itself.
+    assert (diamond.threshold, diamond.retention_threshold) == (20000, 20000)
+    assert (diamond.multiplier, diamond.discount_percent, diamond.name_zh) == (Decimal(2), Decimal(20), "钻石会员")
+    saved = section(tenant_session, owner)["tiers"][3]
+    assert "retention_threshold" not in saved and "perks_zh" not in saved
+    v = form_values(client.get(URL).text)
+    assert v["tiers-3-code"] == "diamond" and v["tiers-4-code"] == "" and v["tiers-5-code"] == ""
+
+
+def test_full_width_digits_are_read(client, owner, tenant_session):
+    v = form_values(client.get(URL).text)
+    v["birthday_bonus"] = "３００"
+    v["point_value"] = "０.０２"
+    assert client.post(URL, data=v).status_code == 303
+    p = loyalty.programme_of(tenant_session(owner))
+    assert (p.birthday_bonus, p.point_value) == (300, Decimal("0.02"))
+
+
+def _remove_all(v):
+    for i in range(6):
+        v[f"tiers-{i}-remove"] = "y"
+
+
+@pytest.mark.parametrize("change, message, field", [
+    ({"tiers-1-threshold": "20000"}, "Tier thresholds must rise from one tier to the next.", "tiers-1-threshold"),
+    ({"tiers-1-retention_threshold": "1200"}, "Tier 2: the retention threshold cannot exceed the threshold.",
+     "tiers-1-retention_threshold"),
+    ({"pending_days": "-1"}, "Pending days must be a whole number of at least 0.", "pending_days"),
+    ({"point_value": "-0.5"}, "Value of a point must be a number of at least 0.", "point_value"),
+    ({"tiers-2-discount_percent": "-5"}, "Tier 3 must be a number of at least 0.", "tiers-2-discount_percent"),
+    ({"birthday_bonus": "lots"}, "Enter a whole number, such as 500.", "birthday_bonus"),
+    ({"tiers-1-multiplier": "1.1x"}, "Enter a number, such as 1.25.", "tiers-1-multiplier"),
+    ({"tiers-1-threshold": "1000.5"}, "Enter a whole number, such as 500.", "tiers-1-threshold"),
+    ({"goodwill_budget": ""}, "This field is required.", "goodwill_budget"),
+    ({"tiers-1-threshold": ""}, "This field is required.", "tiers-1-threshold"),
+    ({"expiry": "sometimes"}, "Choose one of the listed values.", None),
+    ({"tiers-1-code": "member"}, "Tier 2 repeats the code member.", "tiers-1-code"),
+    ({"tiers-1-name_en": ""}, "Tier 2 needs a text", "tiers-1-name_en"),
+    ({"__remove_all": ""}, "At least one tier is needed.", None),
+])
+def test_invalid_input_is_refused_and_kept(client, owner, tenant_session, change, message, field):
+    before = section(tenant_session, owner)
+    v = form_values(client.get(URL).text)
+    if "__remove_all" in change:
+        _remove_all(v)
+    else:
+        v.update(change)
+    r = client.post(URL, data=v)
+    assert r.status_code == 422
+    assert html.escape(message, quote=False) in r.text
+    assert "Nothing was saved." in r.text
+    kept = form_values(r.text)
+    if field:
+        assert kept[field] == change[field]
+    if "__remove_all" in change:
+        assert all(kept.get(f"tiers-{i}-remove") == "y" for i in range(6))
+    assert section(tenant_session, owner) == before
+
+
+def test_a_text_in_a_number_is_named_at_its_field(client, owner):
+    v = form_values(client.get(URL).text)
+    v["tiers-2-threshold"] = "five thousand"
+    r = client.post(URL, data=v)
+    assert r.status_code == 422
+    assert 'id="tiers-2-threshold-errors"' in r.text
+    assert 'value="five thousand"' in r.text
+
+
+@pytest.mark.parametrize("role", ["staff", "manager"])
+def test_staff_and_managers_may_not_use_the_form(client, make_tenant, add_member, tenant_session, role):
+    tenant, _ = make_tenant(industry="hotel")
+    before = section(tenant_session, tenant)
+    user = add_member(tenant, role)
+    assert login(client, user.email).status_code == 303
+    assert client.get(URL).status_code == 403
+    assert client.post(URL, data={"birthday_bonus": "9999"}).status_code == 403
+    assert section(tenant_session, tenant) == before
+
+
+def test_the_form_speaks_chinese(client, make_tenant):
+    _, user = make_tenant(industry="hotel", language="zh_CN")
+    assert login(client, user.email).status_code == 303
+    page = client.get(URL).text
+    for words in ("编辑会员积分方案", "每年 1 月 1 日", "保级门槛", "生日奖励积分", "移除"):
+        assert words in page
+    v = form_values(page)
+    v["birthday_bonus"] = "很多"
+    v["tiers-1-threshold"] = "20000"
+    r = client.post(URL, data=v)
+    assert r.status_code == 422
+    assert "请输入整数，例如 500。" in r.text
+    v["birthday_bonus"] = "200"
+    r = client.post(URL, data=v)
+    assert r.status_code == 422
+    assert "会员等级门槛必须逐级递增。" in r.text
