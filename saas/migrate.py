@@ -132,13 +132,22 @@ def insert_customers_in_bulk(conn, insert) -> None:
     if conn.dialect.name != "sqlite":
         insert()
         return
-    name = "customers_phone_search_insert"
+    triggers = {"customers_phone_search_insert": _PHONE_SEARCH_TRIGGERS["customers_phone_search_insert"]}
+    grams = conn.exec_driver_sql("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = "
+                                 "'customers_phone_grams_insert'").first() is not None
+    if grams:
+        triggers["customers_phone_grams_insert"] = _PHONE_GRAM_TRIGGERS["customers_phone_grams_insert"]
     first = conn.exec_driver_sql("SELECT coalesce(max(rowid), 0) FROM customers").scalar()
-    conn.exec_driver_sql(f"DROP TRIGGER {name}")
+    for name in triggers:
+        conn.exec_driver_sql(f"DROP TRIGGER {name}")
     insert()
     conn.exec_driver_sql(f"INSERT INTO {PHONE_SEARCH_TABLE}(rowid, phone, phone_alt) "
                          "SELECT rowid, phone, phone_alt FROM customers WHERE rowid > ?", (first,))
-    conn.exec_driver_sql(f"CREATE TRIGGER {name} {_PHONE_SEARCH_TRIGGERS[name]}")
+    if grams:
+        conn.exec_driver_sql(f"INSERT OR IGNORE INTO {PHONE_GRAMS_TABLE} {_fill_grams_sql('c.rowid > ?')}",
+                             (first, first))
+    for name, body in triggers.items():
+        conn.exec_driver_sql(f"CREATE TRIGGER {name} {body}")
 
 
 def drop_phone_search(op) -> None:
@@ -148,3 +157,66 @@ def drop_phone_search(op) -> None:
     for name in _PHONE_SEARCH_TRIGGERS:
         op.execute(f"DROP TRIGGER IF EXISTS {name}")
     op.execute(f"DROP TABLE IF EXISTS {PHONE_SEARCH_TABLE}")
+
+
+# Any four characters of a phone number, per tenant (SQLite): the FTS5 index above is one for
+# all tenants, so a fragment's matches in the other tenants' customers cost random reads; this
+# table is clustered by (tenant_id, gram), so a search reads only its own tenant's candidates.
+# Kept by triggers like the FTS index; the importer fills it once per bulk insert.
+PHONE_GRAMS_TABLE = "customer_phone_grams"
+PHONE_GRAM_POSITIONS = "phone_gram_positions"
+PHONE_GRAM = 4
+
+
+def _grams_of(row: str) -> str:
+    """SELECT of the (tenant_id, gram, customer_rowid) of ``row`` (new or old) phones."""
+    return " UNION ".join(
+        f"SELECT {row}.tenant_id, substr({row}.{col}, n, {PHONE_GRAM}), {row}.rowid FROM {PHONE_GRAM_POSITIONS} "
+        f"WHERE n <= length({row}.{col}) - {PHONE_GRAM - 1}" for col in ("phone", "phone_alt"))
+
+
+_PHONE_GRAM_TRIGGERS = {
+    "customers_phone_grams_insert":
+        f"AFTER INSERT ON customers BEGIN INSERT OR IGNORE INTO {PHONE_GRAMS_TABLE} {_grams_of('new')}; END",
+    "customers_phone_grams_update":
+        "AFTER UPDATE OF phone, phone_alt, tenant_id ON customers "
+        "WHEN old.phone IS NOT new.phone OR old.phone_alt IS NOT new.phone_alt BEGIN "
+        f"DELETE FROM {PHONE_GRAMS_TABLE} WHERE tenant_id = old.tenant_id AND customer_rowid = old.rowid "
+        f"AND gram IN (SELECT substr(old.phone, n, {PHONE_GRAM}) FROM {PHONE_GRAM_POSITIONS} "
+        f"UNION SELECT substr(old.phone_alt, n, {PHONE_GRAM}) FROM {PHONE_GRAM_POSITIONS}); "
+        f"INSERT OR IGNORE INTO {PHONE_GRAMS_TABLE} {_grams_of('new')}; END",
+    "customers_phone_grams_delete":
+        "AFTER DELETE ON customers BEGIN "
+        f"DELETE FROM {PHONE_GRAMS_TABLE} WHERE tenant_id = old.tenant_id AND customer_rowid = old.rowid "
+        f"AND gram IN (SELECT substr(old.phone, n, {PHONE_GRAM}) FROM {PHONE_GRAM_POSITIONS} "
+        f"UNION SELECT substr(old.phone_alt, n, {PHONE_GRAM}) FROM {PHONE_GRAM_POSITIONS}); END",
+}
+
+
+def _fill_grams_sql(where: str) -> str:
+    return " UNION ALL ".join(
+        f"SELECT c.tenant_id, substr(c.{col}, p.n, {PHONE_GRAM}), c.rowid FROM customers c "
+        f"JOIN {PHONE_GRAM_POSITIONS} p ON p.n <= length(c.{col}) - {PHONE_GRAM - 1} WHERE {where}"
+        for col in ("phone", "phone_alt"))
+
+
+def create_phone_grams(op) -> None:
+    """Create (SQLite) the per-tenant phone n-gram table, its triggers, and fill it."""
+    if op.get_bind().dialect.name != "sqlite":
+        return
+    op.execute(f"CREATE TABLE {PHONE_GRAM_POSITIONS} (n INTEGER PRIMARY KEY)")
+    op.execute(f"INSERT INTO {PHONE_GRAM_POSITIONS}(n) VALUES " + ", ".join(f"({i})" for i in range(1, 41)))
+    op.execute(f"CREATE TABLE {PHONE_GRAMS_TABLE} (tenant_id CHAR(32) NOT NULL, gram VARCHAR({PHONE_GRAM}) NOT NULL, "
+               "customer_rowid INTEGER NOT NULL, PRIMARY KEY (tenant_id, gram, customer_rowid)) WITHOUT ROWID")
+    for name, body in _PHONE_GRAM_TRIGGERS.items():
+        op.execute(f"CREATE TRIGGER {name} {body}")
+    op.execute(f"INSERT OR IGNORE INTO {PHONE_GRAMS_TABLE} {_fill_grams_sql('1')}")
+
+
+def drop_phone_grams(op) -> None:
+    if op.get_bind().dialect.name != "sqlite":
+        return
+    for name in _PHONE_GRAM_TRIGGERS:
+        op.execute(f"DROP TRIGGER IF EXISTS {name}")
+    op.execute(f"DROP TABLE IF EXISTS {PHONE_GRAMS_TABLE}")
+    op.execute(f"DROP TABLE IF EXISTS {PHONE_GRAM_POSITIONS}")

@@ -8,7 +8,7 @@ from sqlalchemy import ForeignKeyConstraint, UniqueConstraint
 
 import saas.models  # noqa: F401  (registers every table)
 from saas.db import GLOBAL_TABLES, Base, TenantScoped
-from saas.migrate import PHONE_SEARCH_TABLE
+from saas.migrate import PHONE_GRAM_POSITIONS, PHONE_GRAMS_TABLE, PHONE_SEARCH_TABLE
 
 TENANT_TABLES = [t for t in Base.metadata.sorted_tables if t.name not in GLOBAL_TABLES]
 
@@ -40,9 +40,10 @@ def test_tenant_table_invariants(table):
 
 
 def _include_name(name, type_, parent_names):
-    # The FTS5 table of the phone search (SQLite) and its shadow tables are made by
-    # migration 0004 (saas.migrate.create_phone_search), not by a model.
-    return not (type_ == "table" and name and name.startswith(PHONE_SEARCH_TABLE))
+    # The FTS5 table of the phone search (SQLite) and its shadow tables, and the phone n-gram
+    # tables, are made by migrations 0004 and 0006 (saas.migrate), not by a model.
+    made_by_migrations = (PHONE_SEARCH_TABLE, PHONE_GRAMS_TABLE, PHONE_GRAM_POSITIONS)
+    return not (type_ == "table" and name and name.startswith(made_by_migrations))
 
 
 def _include_object(dialect):

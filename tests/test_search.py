@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from saas.customers import imports, records, services
 from saas.customers.models import Customer
 from saas.db import bind_tenant
-from saas.migrate import PHONE_SEARCH_TABLE
+from saas.migrate import PHONE_GRAM, PHONE_GRAMS_TABLE, PHONE_SEARCH_TABLE
 from tests.conftest import login
 from tests.test_imports import csv_bytes
 
@@ -29,7 +29,8 @@ def found(s, query: str) -> set[str]:
 
 
 def assert_index_consistent(app):
-    """SQLite: the FTS5 index holds exactly the phone numbers of the customers table."""
+    """SQLite: the FTS5 index holds exactly the phone numbers of the customers table, and
+    the n-gram table exactly every four characters of every number, per tenant."""
     if app.config["DB_KIND"] != "sqlite":
         return
     engine = create_engine(app.config["OWNER_URL"])
@@ -37,6 +38,14 @@ def assert_index_consistent(app):
         with engine.begin() as conn:
             conn.execute(text(f"INSERT INTO {PHONE_SEARCH_TABLE}({PHONE_SEARCH_TABLE}, rank) "
                               "VALUES ('integrity-check', 1)"))
+            stored = set(conn.execute(text(f"SELECT tenant_id, gram, customer_rowid FROM {PHONE_GRAMS_TABLE}")))
+            expected = set()
+            for tenant_id, rowid, phone, alt in conn.execute(
+                    text("SELECT tenant_id, rowid, phone, phone_alt FROM customers")):
+                for number in (phone or "", alt or ""):
+                    expected |= {(tenant_id, number[i:i + PHONE_GRAM], rowid)
+                                 for i in range(len(number) - PHONE_GRAM + 1)}
+            assert stored == expected
     finally:
         engine.dispose()
 

@@ -22,6 +22,7 @@ from saas.customers.models import ContactLog, Customer, CustomerContact, Prefere
 from saas.customers.records import CONTACT_LOG_EDIT, write_audit
 from saas.db import bound_tenant_id
 from saas.errors import NotFound, ValidationFailed
+from saas.migrate import PHONE_GRAM, PHONE_GRAMS_TABLE
 from saas.settings.models import Department, Location, TransactionKind
 
 PER_PAGE = 50
@@ -329,6 +330,13 @@ def _phone_matches(s: Session, digits: str, region: str | None) -> tuple[list, o
             # hand the two statements of the search the rowids (the subquery itself when
             # there are too many, e.g. three digits that every mobile number has).
             phrase = f'"{anywhere}"'
+            rowids = _phone_gram_candidates(s, anywhere) if len(anywhere) >= PHONE_GRAM else None
+            if rowids is not None:
+                rowid = literal_column("customers.rowid")
+                in_number = or_(Customer.phone.contains(anywhere, autoescape=True),
+                                Customer.phone_alt.contains(anywhere, autoescape=True))
+                anywhere_cond = and_(rowid.in_(rowids), in_number) if rowids else None
+                return _with_prefixes(s, matches, prefixes), anywhere_cond
             rowids = s.execute(text(
                 "SELECT customers.rowid FROM customer_phone_search JOIN customers "
                 "ON customers.rowid = customer_phone_search.rowid "
@@ -344,9 +352,24 @@ def _phone_matches(s: Session, digits: str, region: str | None) -> tuple[list, o
             # The pg_trgm GIN indexes ix_customers_phone_trgm / ix_customers_phone_alt_trgm.
             anywhere_cond = or_(Customer.phone.contains(anywhere, autoescape=True),
                                 Customer.phone_alt.contains(anywhere, autoescape=True))
+    return _with_prefixes(s, matches, prefixes), anywhere_cond
+
+
+def _with_prefixes(s: Session, matches: list, prefixes: list) -> list:
     for p in prefixes:
         matches += [_starts(s, Customer.phone, p), _starts(s, Customer.phone_alt, p)]
-    return matches, anywhere_cond
+    return matches
+
+
+def _phone_gram_candidates(s: Session, digits: str) -> list | None:
+    """SQLite: the rowids of the tenant's customers whose numbers hold the last four
+    characters of ``digits`` (customer_phone_grams, migration 0006); None when there are
+    too many to pass on, and the trigram index serves instead."""
+    rowids = s.execute(text(
+        f"SELECT customer_rowid FROM {PHONE_GRAMS_TABLE} WHERE tenant_id = :tenant AND gram = :gram LIMIT :limit"),
+        {"tenant": bound_tenant_id(s).hex, "gram": digits[-PHONE_GRAM:],
+         "limit": PHONE_ROWIDS_LIMIT + 1}).scalars().all()
+    return rowids if len(rowids) <= PHONE_ROWIDS_LIMIT else None
 
 
 def search_customers(s: Session, query: str = "", page: int = 1, per_page: int = PER_PAGE,
