@@ -42,8 +42,10 @@ from sqlalchemy.orm import (
 
 
 def new_id() -> uuid.UUID:
-    """A new UUIDv7: time-ordered (index friendly) and not guessable."""
-    return uuid.UUID(bytes=uuid6.uuid7().bytes)
+    """A new UUIDv7: time-ordered (index friendly) and not guessable. (uuid6.UUID is a
+    uuid.UUID; not copying it into a plain one saves a third of the cost, which bulk
+    imports feel.)"""
+    return uuid6.uuid7()
 
 
 NAMING = {
