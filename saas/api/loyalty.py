@@ -332,7 +332,7 @@ def reverse_transaction(body, obj: Transaction, transaction_id):
     staff = _staff(s, body, errors)
     if errors:
         raise ValidationFailed(errors)
-    tx = services.transaction_for_update(s, obj.id)
+    tx = services.get_transaction(s, obj.id, for_update=True)
     entries = _call(services.reverse, s, tx, staff, body.get("reason", ""), _today())
     customer = s.get(Customer, (bound_tenant_id(s), tx.customer_id))
     balance, redeemable = services.balances(s, tx.customer_id, _today())

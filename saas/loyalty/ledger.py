@@ -467,7 +467,7 @@ def adjust(s: Session, programme: Programme, customer: Customer, as_of: dt.date,
             used = goodwill_used(s, staff_user_id, as_of)
             budget = programme.goodwill_budget
             if programme.points_value(used + points) > budget:
-                left = max(0, int(budget / programme.point_value) - used) if programme.point_value else 0
+                left = max(0, programme.goodwill_budget_points - used)
                 _refuse("points", _l("This is over your goodwill budget for the month: %(left)s points left.",
                                      left=f"{left:,}"), "over_budget")
     previous = _existing(s, idempotency_key)

@@ -213,6 +213,11 @@ class Programme:
             return dt.date(since.year + 1, 1, 1)
         return add_months(since, 12)
 
+    @property
+    def goodwill_budget_points(self) -> int:
+        """The monthly goodwill budget of a staff member, in points."""
+        return int(self.goodwill_budget / self.point_value) if self.point_value else 0
+
     def points_value(self, points: int) -> Decimal:
         return (Decimal(points) * self.point_value).quantize(Decimal("0.01"))
 

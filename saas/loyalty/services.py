@@ -71,6 +71,18 @@ class Summary:
         return (Decimal(max(self.redeemable, 0)) * self.point_value).quantize(Decimal("0.01"))
 
 
+def _balances(s: Session, acc: LoyaltyAccount | None, pool: list, as_of: dt.date) -> tuple[int, int, int, int]:
+    """(balance, redeemable, pending, owed) of an account whose lots are ``pool``: what
+    is owed comes off what could be redeemed."""
+    if acc is None:
+        return 0, 0, 0, 0
+    owed = sum(left for _, left in ledger.debts(s, acc.customer_id)) if acc.balance <= 0 else 0
+    valid = [lot for lot in pool if lot.remaining > 0 and lot.valid_on(as_of)]
+    redeemable = sum(lot.remaining for lot in valid if lot.redeemable_on(as_of))
+    pending = sum(lot.remaining for lot in valid if not lot.redeemable_on(as_of))
+    return acc.balance, max(0, min(redeemable - owed, acc.balance)), pending, owed
+
+
 def summary(s: Session, programme: Programme, customer_id: uuid.UUID, as_of: dt.date) -> Summary:
     """Everything the guest card and the API say about a customer's points as of a day
     (the tier with every review due by then applied, read-only)."""
@@ -78,12 +90,7 @@ def summary(s: Session, programme: Programme, customer_id: uuid.UUID, as_of: dt.
     state = ledger._tier_state(s, programme, customer_id, acc, as_of)
     tier = programme.tiers[state.index] if state.index >= 0 else None
     pool = ledger.lots(s, customer_id) if acc is not None else []
-    owed = sum(left for _, left in ledger.debts(s, customer_id)) if acc is not None and acc.balance <= 0 else 0
-    balance = acc.balance if acc is not None else 0
-    valid = [lot for lot in pool if lot.remaining > 0 and lot.valid_on(as_of)]
-    redeemable = sum(lot.remaining for lot in valid if lot.redeemable_on(as_of))
-    pending = sum(lot.remaining for lot in valid if not lot.redeemable_on(as_of))
-    redeemable = max(0, min(redeemable - owed, balance))
+    balance, redeemable, pending, owed = _balances(s, acc, pool, as_of)
     start, _ = programme.window(as_of)
     qualifying = ledger.qualifying_value(s, programme, customer_id, start, as_of)
     nxt = programme.tiers[state.index + 1] if state.index + 1 < len(programme.tiers) else None
@@ -175,8 +182,17 @@ def reverse(s: Session, tx: Transaction, staff_user_id: uuid.UUID | None, reason
     return ledger.reverse_transaction(s, programme_of(s), tx, staff_user_id, reason, as_of)
 
 
-def get_transaction(s: Session, tx_id: uuid.UUID) -> Transaction:
-    tx = s.get(Transaction, (bound_tenant_id(s), tx_id))
+def get_transaction(s: Session, tx_id: uuid.UUID, for_update: bool = False) -> Transaction:
+    """The bound tenant's transaction. ``for_update``: read again and locked for the rest of
+    the database transaction, so that of two reversals at the same moment the second sees
+    the first (PostgreSQL ``FOR UPDATE``; SQLite's write transactions are exclusive already)."""
+    if not for_update:
+        tx = s.get(Transaction, (bound_tenant_id(s), tx_id))
+    else:
+        q = select(Transaction).where(Transaction.id == tx_id).execution_options(populate_existing=True)
+        if s.connection().dialect.name == "postgresql":
+            q = q.with_for_update()
+        tx = s.scalar(q)
     if tx is None:
         raise NotFound("transaction")
     return tx
@@ -230,8 +246,13 @@ def get_reward(s: Session, reward_id: uuid.UUID) -> Reward:
     return r
 
 
+def reward_by_code(s: Session, code: str) -> Reward | None:
+    """The bound tenant's reward with this code (active or not), or None."""
+    return s.scalar(select(Reward).where(Reward.code == code))
+
+
 def get_reward_by_code(s: Session, code: str) -> Reward:
-    r = s.scalar(select(Reward).where(Reward.code == code))
+    r = reward_by_code(s, code)
     if r is None:
         raise NotFound("reward")
     return r
@@ -432,16 +453,12 @@ def card_history(s: Session, customer_id: uuid.UUID, limit: int = 50, locale: st
     """The latest ledger entries (newest first) with the balance after each and the
     transaction each belongs to."""
     rows = history(s, customer_id, limit=limit, locale=locale)
-    ids = {r.entry.transaction_id for r in rows if r.entry.transaction_id}
-    txs = {t.id: t for t in s.scalars(select(Transaction).where(Transaction.id.in_(ids)))} if ids else {}
-    kinds = {k.id: k for k in s.scalars(select(TransactionKind).where(
-        TransactionKind.id.in_({t.kind_id for t in txs.values()})))} if txs else {}
+    txs = transactions_by_id(s, [r.entry.transaction_id for r in rows])
     balance = ledger_balance(s, customer_id)
     out = []
     for r in rows:
-        tx = txs.get(r.entry.transaction_id)
-        out.append(CardHistoryRow(r.entry, r.staff_name, r.reward_name, r.voided, balance, tx,
-                                  kinds.get(tx.kind_id) if tx else None))
+        tx, kind = txs.get(r.entry.transaction_id, (None, None))
+        out.append(CardHistoryRow(r.entry, r.staff_name, r.reward_name, r.voided, balance, tx, kind))
         balance -= r.entry.points
     return out
 
@@ -472,38 +489,17 @@ def goodwill_left(s: Session, programme: Programme, staff_user_id: uuid.UUID, ro
     """What ``staff_user_id`` may still grant as goodwill in the month of ``as_of``."""
     used = ledger.goodwill_used(s, staff_user_id, as_of)
     budget = programme.goodwill_budget
-    total = int(budget / programme.point_value) if programme.point_value else 0
-    left = max(total - used, 0)
+    left = max(programme.goodwill_budget_points - used, 0)
     return GoodwillLeft(role.rank < Role.owner.rank, budget, used, left, programme.points_value(left))
 
 
 # --- API helper (saas/api/loyalty.py: reversals, redemptions, balances) ------------------------
 
-def transaction_for_update(s: Session, tx_id: uuid.UUID) -> Transaction:
-    """The bound tenant's transaction, read again and locked for the rest of the database
-    transaction, so that of two reversals at the same moment the second sees the first
-    (PostgreSQL: ``FOR UPDATE``; SQLite's write transactions are exclusive already)."""
-    q = select(Transaction).where(Transaction.id == tx_id).execution_options(populate_existing=True)
-    if s.connection().dialect.name == "postgresql":
-        q = q.with_for_update()
-    tx = s.scalar(q)
-    if tx is None:
-        raise NotFound("transaction")
-    return tx
-
-
 def balances(s: Session, customer_id: uuid.UUID, as_of: dt.date) -> tuple[int, int]:
     """(balance, redeemable balance) of a customer as of a day, counted as ``summary`` does
     (without the tier work)."""
     acc = ledger.account(s, customer_id)
-    if acc is None:
-        return 0, 0
-    owed = sum(left for _, left in ledger.debts(s, customer_id)) if acc.balance <= 0 else 0
-    redeemable = sum(lot.remaining for lot in ledger.lots(s, customer_id)
-                     if lot.remaining > 0 and lot.redeemable_on(as_of))
-    return acc.balance, max(0, min(redeemable - owed, acc.balance))
+    pool = ledger.lots(s, customer_id) if acc is not None else []
+    balance, redeemable, _pending, _owed = _balances(s, acc, pool, as_of)
+    return balance, redeemable
 
-
-def reward_by_code(s: Session, code: str) -> Reward | None:
-    """The bound tenant's reward with this code (active or not), or None."""
-    return s.scalar(select(Reward).where(Reward.code == code))
