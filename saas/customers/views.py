@@ -150,17 +150,15 @@ def detail(customer_id: uuid.UUID):
     return _render_detail(customer)
 
 
-def _render_detail(customer, status: int = 200, preference_form=None, decision_form=None):
+def _render_detail(customer):
     s = db.session()
     location = None
     if customer.location_id is not None:
         location = settings_services.get_entry(s, "locations", customer.location_id)
     locations = _active("locations")
-    if preference_form is None:
-        preference_form = PreferenceForm(locations=locations, formdata=None)
-        preference_form.location_id.data = _default_location(locations, customer)
-    if decision_form is None:
-        decision_form = DecisionMakerForm(region=g.tenant.country, formdata=None)
+    preference_form = PreferenceForm(locations=locations, formdata=None)
+    preference_form.location_id.data = _default_location(locations, customer)
+    decision_form = DecisionMakerForm(region=g.tenant.country, formdata=None)
     preferences, _count = services.list_preferences(s, customer)
     owner_name = services.user_names(s, [customer.owner_user_id]).get(customer.owner_user_id, "")
     return render_template(
@@ -168,7 +166,7 @@ def _render_detail(customer, status: int = 200, preference_form=None, decision_f
         history=services.transaction_history(s, customer), preferences=preferences,
         contacts=services.contact_history(s, customer), decision_makers=services.list_decision_makers(s, customer),
         preference_form=preference_form, decision_form=decision_form, may_edit_contact=_may_edit_contact,
-        **_labels(), **_phone_helpers()), status
+        **_labels(), **_phone_helpers())
 
 
 def _may_edit_contact(entry) -> bool:
@@ -242,9 +240,19 @@ def new_transaction(customer_id: uuid.UUID):
 
 # --- decision makers, preferences, contact log --------------------------------------------
 
-def _entry_page(customer, form, title: str, action: str, submit: str, status: int = 200):
-    """A small form page of its own (the guest card's buttons open these; an invalid POST
-    from the customer page answers with it too)."""
+def _entry_view(customer, form, save, done, title: str, action: str, submit: str):
+    """Validate an entry form and ``save(values)``; on success flash ``done(result)`` and go
+    back. Otherwise the form on a small page of its own (the guest card's buttons open these;
+    an invalid POST from the customer page answers with it too), 422 after a POST."""
+    if form.validate_on_submit():
+        try:
+            result = save(form.values())
+        except ValidationFailed as exc:
+            apply_errors(form, exc)
+        else:
+            flash(done(result), "success")
+            return _back(customer)
+    status = 422 if request.method == "POST" else 200
     return render_template("customers/entry_form.html", customer=customer, form=form, title=title,
                            action=action, submit=submit, to_card=_to_card()), status
 
@@ -259,17 +267,11 @@ def new_decision_maker(customer_id: uuid.UUID):
     s = db.session()
     customer = services.get_customer(s, customer_id)
     form = DecisionMakerForm(region=g.tenant.country)
-    if form.validate_on_submit():
-        try:
-            contact = services.add_decision_maker(s, customer, form.values(), g.tenant.country)
-        except ValidationFailed as exc:
-            apply_errors(form, exc)
-        else:
-            flash(_("%(name)s added as a decision maker.", name=contact.name), "success")
-            return _back(customer)
-    status = 422 if request.method == "POST" else 200
-    return _entry_page(customer, form, _("Add a decision maker for %(name)s", name=customer.name),
-                       _action("customers.new_decision_maker", customer), _("Add decision maker"), status)
+    return _entry_view(customer, form,
+                       lambda values: services.add_decision_maker(s, customer, values, g.tenant.country),
+                       lambda contact: _("%(name)s added as a decision maker.", name=contact.name),
+                       _("Add a decision maker for %(name)s", name=customer.name),
+                       _action("customers.new_decision_maker", customer), _("Add decision maker"))
 
 
 @bp.route("/customers/<uuid:customer_id>/decision-makers/<uuid:contact_id>/edit", methods=["GET", "POST"])
@@ -283,18 +285,13 @@ def edit_decision_maker(customer_id: uuid.UUID, contact_id: uuid.UUID):
         form.phone.data = services.format_phone(contact.phone, g.tenant.country)
     else:
         form = DecisionMakerForm(region=g.tenant.country)
-    if form.validate_on_submit():
-        try:
-            services.update_decision_maker(s, customer, contact.id, form.values(), g.tenant.country)
-        except ValidationFailed as exc:
-            apply_errors(form, exc)
-        else:
-            flash(_("Changes to %(name)s saved.", name=contact.name), "success")
-            return _back(customer)
-    status = 422 if request.method == "POST" else 200
-    return _entry_page(customer, form, _("Edit %(name)s", name=contact.name),
+    return _entry_view(customer, form,
+                       lambda values: services.update_decision_maker(s, customer, contact.id, values,
+                                                                     g.tenant.country),
+                       lambda saved: _("Changes to %(name)s saved.", name=saved.name),
+                       _("Edit %(name)s", name=contact.name),
                        _action("customers.edit_decision_maker", customer, contact_id=contact.id),
-                       _("Save changes"), status)
+                       _("Save changes"))
 
 
 @bp.route("/customers/<uuid:customer_id>/decision-makers/<uuid:contact_id>/delete", methods=["POST"])
@@ -316,17 +313,11 @@ def new_preference(customer_id: uuid.UUID):
     form = PreferenceForm(locations=locations)
     if request.method == "GET":
         form.location_id.data = _default_location(locations, customer)
-    if form.validate_on_submit():
-        try:
-            pref = services.add_preference(s, customer, form.values(), current_user.id, clock.now_utc())
-        except ValidationFailed as exc:
-            apply_errors(form, exc)
-        else:
-            flash(_("Preference “%(key)s” saved.", key=pref.key), "success")
-            return _back(customer)
-    status = 422 if request.method == "POST" else 200
-    return _entry_page(customer, form, _("Add a preference for %(name)s", name=customer.name),
-                       _action("customers.new_preference", customer), _("Save preference"), status)
+    return _entry_view(customer, form,
+                       lambda values: services.add_preference(s, customer, values, current_user.id, clock.now_utc()),
+                       lambda pref: _("Preference “%(key)s” saved.", key=pref.key),
+                       _("Add a preference for %(name)s", name=customer.name),
+                       _action("customers.new_preference", customer), _("Save preference"))
 
 
 @bp.route("/customers/<uuid:customer_id>/preferences/<uuid:preference_id>/delete", methods=["POST"])
@@ -350,17 +341,12 @@ def new_contact_log(customer_id: uuid.UUID):
         form.location_id.data = _default_location(locations, customer)
         form.channel.data = "visit" if _to_card() else "call"
         form.occurred_at.data = _local_now()
-    if form.validate_on_submit():
-        try:
-            services.log_contact(s, customer, form.values(), current_user.id, clock.now_utc(), g.tenant.timezone)
-        except ValidationFailed as exc:
-            apply_errors(form, exc)
-        else:
-            flash(_("Contact logged."), "success")
-            return _back(customer)
-    status = 422 if request.method == "POST" else 200
-    return _entry_page(customer, form, _("Log a contact with %(name)s", name=customer.name),
-                       _action("customers.new_contact_log", customer), _("Log contact"), status)
+    return _entry_view(customer, form,
+                       lambda values: services.log_contact(s, customer, values, current_user.id, clock.now_utc(),
+                                                           g.tenant.timezone),
+                       lambda logged: _("Contact logged."),
+                       _("Log a contact with %(name)s", name=customer.name),
+                       _action("customers.new_contact_log", customer), _("Log contact"))
 
 
 @bp.route("/customers/<uuid:customer_id>/contact-log/<uuid:entry_id>/edit", methods=["GET", "POST"])
@@ -379,18 +365,12 @@ def edit_contact_log(customer_id: uuid.UUID, entry_id: uuid.UUID):
         form.outcome.data = entry.outcome
         form.next_step.data = entry.next_step
         form.location_id.data = str(entry.location_id) if entry.location_id else ""
-    if form.validate_on_submit():
-        try:
-            services.update_contact_log(s, customer, entry.id, form.values(), current_user.id, clock.now_utc(),
-                                        g.tenant.timezone)
-        except ValidationFailed as exc:
-            apply_errors(form, exc)
-        else:
-            flash(_("Contact log entry saved."), "success")
-            return _back(customer)
-    status = 422 if request.method == "POST" else 200
-    return _entry_page(customer, form, _("Edit the contact with %(name)s", name=customer.name),
-                       _action("customers.edit_contact_log", customer, entry_id=entry.id), _("Save changes"), status)
+    return _entry_view(customer, form,
+                       lambda values: services.update_contact_log(s, customer, entry.id, values, current_user.id,
+                                                                  clock.now_utc(), g.tenant.timezone),
+                       lambda changes: _("Contact log entry saved."),
+                       _("Edit the contact with %(name)s", name=customer.name),
+                       _action("customers.edit_contact_log", customer, entry_id=entry.id), _("Save changes"))
 
 
 def _local(instant):
