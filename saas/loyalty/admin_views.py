@@ -32,6 +32,7 @@ from saas.formatting import locale_code
 from saas.forms import apply_errors
 from saas.loyalty import ledger, services
 from saas.loyalty.admin_forms import RewardForm
+from saas.loyalty.card_views import KIND_LABELS
 from saas.loyalty.programme import add_months
 from saas.loyalty.web import bp
 from saas.settings import services as settings_services
@@ -209,7 +210,8 @@ def _statement_context(customer_id: uuid.UUID, locale: str) -> tuple[dict, dict]
     txs = services.transactions_by_id(s, [r.entry.transaction_id for r in statement.rows]) if statement else {}
     return dict(customer=customer, statement=statement, summary=summary, as_of=as_of, txs=txs, locale=locale,
                 start=typed["start"] or (start.isoformat() if start else ""),
-                end=typed["end"] or (end.isoformat() if end else ""), tenant=g.tenant), errors
+                end=typed["end"] or (end.isoformat() if end else ""), tenant=g.tenant,
+                kinds=KIND_LABELS), errors
 
 
 @bp.route("/customers/<uuid:customer_id>/loyalty/statement")

@@ -145,7 +145,10 @@ def edit_programme(section: str):
         else:
             flash(_("%(section)s has been saved.", section=SECTION_TITLES[section]), "success")
             return redirect(url_for("settings.programme"), 303)
-    extra = _loyalty_preview(request.args if request.method == "GET" else {}) if section == "loyalty" else {}
+    extra = {}
+    if section == "loyalty":
+        extra = _loyalty_preview(request.args if request.method == "GET" else {})
+        extra.update(_loyalty_summary_names(db.session()))
     status = _status(form)
     if extra.get("preview_errors"):
         status = 422
@@ -161,7 +164,8 @@ def _loyalty_preview(args) -> dict:
 
     s = db.session()
     programme = loyalty.programme_of(s)
-    kinds = services.list_entries(s, "transaction-kinds", include_inactive=False)
+    all_kinds = services.list_entries(s, "transaction-kinds")
+    kinds = [k for k in all_kinds if k.active]
     default = default_kind(s)
     amount_raw = str(args.get("amount", "1280"))[:30]
     kind_code = str(args.get("kind") or (default.code if default else ""))[:40]
@@ -177,9 +181,14 @@ def _loyalty_preview(args) -> dict:
     preview = loyalty.earning_preview(programme, amount, kind.code if kind else "") if not errors else []
     return dict(programme=programme, kinds=kinds, preview=preview, preview_kind=kind, preview_amount=amount,
                 amount_raw=amount_raw, kind_code=kind_code, preview_errors=errors,
-                departments={d.code: d for d in services.list_entries(s, "departments")},
-                locations={loc.code: loc for loc in services.list_entries(s, "locations")},
-                kind_names={k.code: k for k in services.list_entries(s, "transaction-kinds")})
+                kind_names={k.code: k for k in all_kinds})
+
+
+def _loyalty_summary_names(s) -> dict:
+    """The departments and locations the programme summary names by code (the preview
+    fragment alone does not show them)."""
+    return {"departments": {d.code: d for d in services.list_entries(s, "departments")},
+            "locations": {loc.code: loc for loc in services.list_entries(s, "locations")}}
 
 
 @bp.route("/settings/programme/loyalty/preview")

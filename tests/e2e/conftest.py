@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +33,80 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 TABLET = {"width": 1024, "height": 768}
 PORTRAIT = {"width": 768, "height": 1024}
+
+# The start of a seed script for serve(): a hotel tenant whose owner is owner@example.com,
+# and a staff member; run with the overrides' repr, the password and the staff email as
+# arguments. Leaves ``s`` (bound to the tenant), ``tenant``, ``owner`` and ``staff``.
+SEED_TENANT_AND_STAFF = textwrap.dedent("""
+    import datetime as dt, sys
+    from decimal import Decimal
+    from sqlalchemy import select
+    from saas import create_app, clock
+    from saas.auth import services as auth
+    from saas.auth.models import Membership, User
+    from saas.customers.models import Customer, Transaction
+    from saas.db import bind_tenant
+    from saas.settings.models import Location, TransactionKind
+
+    overrides, password, staff_email = eval(sys.argv[1]), sys.argv[2], sys.argv[3]
+    app = create_app(overrides)
+    s = app.extensions["huitou_db"].new_session()
+    tenant, owner = auth.create_tenant(s, name="Harbour Hotel", industry="hotel", owner_name="Li Wei",
+                                       owner_email="owner@example.com", password=password, language="en")
+    s.commit()
+    bind_tenant(s, tenant.id, owner.id)
+    staff = User(email=staff_email, name="Wang Fang", password_hash=auth.hash_password(password),
+                 session_token=auth.new_session_token(), language="en")
+    s.add(staff)
+    s.flush()
+    s.add(Membership(user_id=staff.id, role="staff"))
+""")
+
+SMALL_TARGETS_JS = """() => {
+  const root = document;
+  const sel = '.btn, button, select, input:not([type=hidden]):not([type=checkbox]):not([type=radio]), .fd-result, .gc-more';
+  return [...root.querySelectorAll(sel)].filter(el => el.offsetParent !== null).map(el => {
+    const r = el.getBoundingClientRect();
+    return {el: el.outerHTML.slice(0, 80), w: Math.round(r.width), h: Math.round(r.height)};
+  }).filter(x => x.w < 44 || x.h < 44);
+}"""
+
+
+class Shots:
+    """Viewport screenshots (what the tablet shows without scrolling), numbered."""
+
+    def __init__(self, page, prefix: str):
+        self.page, self.prefix, self.n = page, prefix, 0
+        for old in ARTIFACTS.glob(f"{prefix}-*.png"):
+            old.unlink()
+
+    def __call__(self, name: str, full_page: bool = False) -> None:
+        self.n += 1
+        self.page.screenshot(path=ARTIFACTS / f"{self.prefix}-{self.n:02d}-{name}.png", full_page=full_page)
+
+
+def bottom(locator) -> float:
+    """The y of a locator's lower edge on the page."""
+    box = locator.bounding_box()
+    assert box is not None, locator
+    return box["y"] + box["height"]
+
+
+def no_sideways(page) -> None:
+    """The page does not scroll sideways."""
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth"), \
+        page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+
+
+def login(page, base: str, email: str, password: str) -> None:
+    """Log in through the login form; lands on the dashboard."""
+    from playwright.sync_api import expect
+
+    page.goto(base + "/login")
+    page.fill("#email", email)
+    page.fill("#password", password)
+    page.locator("main button[type=submit]").click()
+    expect(page).to_have_url(re.compile(r"/dashboard$"))
 
 
 def pytest_configure(config):

@@ -13,35 +13,25 @@ import textwrap
 import pytest
 
 from tests.conftest import PASSWORD
-from tests.e2e.conftest import ARTIFACTS, PORTRAIT, TABLET, serve
+from tests.e2e.conftest import (
+    PORTRAIT,
+    SEED_TENANT_AND_STAFF,
+    SMALL_TARGETS_JS,
+    TABLET,
+    Shots,
+    bottom,
+    login,
+    no_sideways,
+    serve,
+)
 
 pytestmark = pytest.mark.xdist_group("browser")
 
 STAFF_EMAIL = "frontdesk@example.com"
 
-SEED = textwrap.dedent("""
-    import datetime as dt, sys
-    from decimal import Decimal
-    from sqlalchemy import select
-    from saas import create_app, clock
-    from saas.auth import services as auth
-    from saas.auth.models import Membership, User
-    from saas.customers.models import Customer, Preference, Transaction
-    from saas.db import bind_tenant
-    from saas.settings.models import Location, TransactionKind
+SEED = SEED_TENANT_AND_STAFF + textwrap.dedent("""
+    from saas.customers.models import Preference
 
-    overrides, password, staff_email = eval(sys.argv[1]), sys.argv[2], sys.argv[3]
-    app = create_app(overrides)
-    s = app.extensions["huitou_db"].new_session()
-    tenant, owner = auth.create_tenant(s, name="Harbour Hotel", industry="hotel", owner_name="Li Wei",
-                                       owner_email="owner@example.com", password=password, language="en")
-    s.commit()
-    bind_tenant(s, tenant.id, owner.id)
-    staff = User(email=staff_email, name="Wang Fang", password_hash=auth.hash_password(password),
-                 session_token=auth.new_session_token(), language="en")
-    s.add(staff)
-    s.flush()
-    s.add(Membership(user_id=staff.id, role="staff"))
     today = clock.today(tenant.timezone)
     birthday = dt.date(1978, today.month, 28 if (today.month, today.day) == (2, 29) else today.day)
     guest = Customer(name="王伟", address_as="王先生", phone="+8613800138000", card_number="VIP-0001",
@@ -74,44 +64,11 @@ def server(tmp_path_factory):
         yield base
 
 
-class Shots:
-    """Viewport screenshots (what the tablet shows without scrolling), numbered."""
-
-    def __init__(self, page, prefix: str):
-        self.page, self.prefix, self.n = page, prefix, 0
-        for old in ARTIFACTS.glob(f"{prefix}-*.png"):
-            old.unlink()
-
-    def __call__(self, name: str, full_page: bool = False) -> None:
-        self.n += 1
-        self.page.screenshot(path=ARTIFACTS / f"{self.prefix}-{self.n:02d}-{name}.png", full_page=full_page)
-
-
-SMALL_TARGETS_JS = """() => {
-  const root = document;
-  const sel = '.btn, button, select, input:not([type=hidden]):not([type=checkbox]):not([type=radio]), .fd-result, .gc-more';
-  return [...root.querySelectorAll(sel)].filter(el => el.offsetParent !== null).map(el => {
-    const r = el.getBoundingClientRect();
-    return {el: el.outerHTML.slice(0, 80), w: Math.round(r.width), h: Math.round(r.height)};
-  }).filter(x => x.w < 44 || x.h < 44);
-}"""
-
-
-def _bottom(locator) -> float:
-    box = locator.bounding_box()
-    assert box is not None, locator
-    return box["y"] + box["height"]
-
-
 def test_staff_finds_a_guest_and_adds_a_preference_on_a_tablet(page, server):
     from playwright.sync_api import expect
 
     shots = Shots(page, "guest-card")
-    page.goto(server + "/login")
-    page.fill("#email", STAFF_EMAIL)
-    page.fill("#password", PASSWORD)
-    page.locator("main button[type=submit]").click()
-    expect(page).to_have_url(re.compile(r"/dashboard$"))
+    login(page, server, STAFF_EMAIL, PASSWORD)
     expect(page.locator("main")).to_contain_text("Front desk")
 
     # The front desk is in the menu for every role.
@@ -151,7 +108,7 @@ def test_staff_finds_a_guest_and_adds_a_preference_on_a_tablet(page, server):
     # Everything fits the 768 px tall screen: no scrolling to reach the buttons.
     for element in [page.locator(".gc-greeting"), badges, *buttons, card]:
         expect(element).to_be_visible()
-        assert _bottom(element) <= TABLET["height"], (element, _bottom(element))
+        assert bottom(element) <= TABLET["height"], (element, bottom(element))
     for button in buttons:
         box = button.bounding_box()
         assert box["width"] >= 44 and box["height"] >= 44, box
@@ -161,15 +118,14 @@ def test_staff_finds_a_guest_and_adds_a_preference_on_a_tablet(page, server):
 
     # Portrait (768 px wide): no sideways scrolling.
     page.set_viewport_size(PORTRAIT)
-    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth"), \
-        page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    no_sideways(page)
     shots("card-768")
     page.set_viewport_size(TABLET)
 
     # Without JavaScript's swap (a reload) the same card is a whole page.
     page.reload()
     expect(page.locator(".gc-greeting")).to_have_text("王先生")
-    assert _bottom(page.locator(".gc-actions")) <= TABLET["height"]
+    assert bottom(page.locator(".gc-actions")) <= TABLET["height"]
 
     # Add a preference from the card; the form returns to the card.
     page.locator(".guest-card").get_by_role("link", name="Add preference").click()
@@ -185,5 +141,5 @@ def test_staff_finds_a_guest_and_adds_a_preference_on_a_tablet(page, server):
     # The newest is listed first.
     expect(page.locator(".gc-pref-list li").first).to_contain_text("Mango on arrival")
     # Even under the flash message the buttons stay on the screen.
-    assert _bottom(page.locator(".gc-actions")) <= TABLET["height"]
+    assert bottom(page.locator(".gc-actions")) <= TABLET["height"]
     shots("card-after-preference")

@@ -13,38 +13,26 @@ import textwrap
 import pytest
 
 from tests.conftest import PASSWORD
-from tests.e2e.conftest import PORTRAIT, TABLET, serve
-from tests.e2e.test_guest_card import SMALL_TARGETS_JS, Shots, _bottom
+from tests.e2e.conftest import (
+    PORTRAIT,
+    SEED_TENANT_AND_STAFF,
+    SMALL_TARGETS_JS,
+    TABLET,
+    Shots,
+    bottom,
+    login,
+    no_sideways,
+    serve,
+)
 
 pytestmark = pytest.mark.xdist_group("browser")
 
 STAFF_EMAIL = "desk@example.com"
 
-SEED = textwrap.dedent("""
-    import datetime as dt, sys
-    from decimal import Decimal
-    from sqlalchemy import select
-    from saas import create_app, clock
-    from saas.auth import services as auth
-    from saas.auth.models import Membership, User
-    from saas.customers.models import Customer, Transaction
-    from saas.db import bind_tenant
+SEED = SEED_TENANT_AND_STAFF + textwrap.dedent("""
     from saas.loyalty import services as loyalty
     from saas.loyalty.programme import add_months
-    from saas.settings.models import Location, TransactionKind
 
-    overrides, password, staff_email = eval(sys.argv[1]), sys.argv[2], sys.argv[3]
-    app = create_app(overrides)
-    s = app.extensions["huitou_db"].new_session()
-    tenant, owner = auth.create_tenant(s, name="Harbour Hotel", industry="hotel", owner_name="Li Wei",
-                                       owner_email="owner@example.com", password=password, language="en")
-    s.commit()
-    bind_tenant(s, tenant.id, owner.id)
-    staff = User(email=staff_email, name="Wang Fang", password_hash=auth.hash_password(password),
-                 session_token=auth.new_session_token(), language="en")
-    s.add(staff)
-    s.flush()
-    s.add(Membership(user_id=staff.id, role="staff"))
     guest = Customer(name="王伟", address_as="王先生", phone="+8613800138000", card_number="VIP-0001",
                      classification="important", consent_phone=True, consent_sms=True)
     s.add(guest)
@@ -113,20 +101,15 @@ def server(tmp_path_factory):
 def _fits(page) -> None:
     """The guest card's buttons are on the 768 px tall screen; targets are big enough;
     no sideways scrolling."""
-    assert _bottom(page.locator(".gc-actions")) <= TABLET["height"], _bottom(page.locator(".gc-actions"))
+    assert bottom(page.locator(".gc-actions")) <= TABLET["height"], bottom(page.locator(".gc-actions"))
     small = page.evaluate(SMALL_TARGETS_JS)
     assert not small, f"touch targets under 44x44 px: {small}"
-    _no_sideways(page)
-
-
-def _no_sideways(page) -> None:
-    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth"), \
-        page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+    no_sideways(page)
 
 
 def _portrait(page, shots, name: str) -> None:
     page.set_viewport_size(PORTRAIT)
-    _no_sideways(page)
+    no_sideways(page)
     shots(name)
     page.set_viewport_size(TABLET)
 
@@ -134,11 +117,7 @@ def _portrait(page, shots, name: str) -> None:
 def _login(page, server) -> None:
     from playwright.sync_api import expect
 
-    page.goto(server + "/login")
-    page.fill("#email", STAFF_EMAIL)
-    page.fill("#password", PASSWORD)
-    page.locator("main button[type=submit]").click()
-    expect(page).to_have_url(re.compile(r"/dashboard$"))
+    login(page, server, STAFF_EMAIL, PASSWORD)
     # The language is the user's own (kept from an earlier test): start in English.
     if page.locator("html").get_attribute("lang") != "en":
         page.locator(".langswitch").get_by_role("button", name="English").click()
@@ -188,7 +167,7 @@ def test_staff_awards_and_redeems_points_on_a_tablet(page, server):
     expect(page).to_have_url(re.compile(r"/loyalty/redeem\?return=card$"))
     expect(page.locator(".loyalty-dialog-balance")).to_contain_text("544 redeemable")
     expect(page.locator(".loyalty-choice", has_text="Spa voucher")).to_contain_text("1,456 points short")
-    _no_sideways(page)
+    no_sideways(page)
     assert not page.evaluate(SMALL_TARGETS_JS)
     # Points to pay with show only when paying with points.
     expect(page.locator("#points")).to_be_hidden()
@@ -226,7 +205,7 @@ def test_staff_awards_and_redeems_points_on_a_tablet(page, server):
     expect(history.first).to_contain_text("Breakfast for two")
     expect(history.first).to_contain_text("Room 1208")
     expect(history).to_have_count(4)
-    _no_sideways(page)
+    no_sideways(page)
     assert not page.evaluate(SMALL_TARGETS_JS)
     shots("page", full_page=True)
     _portrait(page, shots, "page-768")
@@ -248,11 +227,11 @@ def test_the_same_in_chinese(page, server):
     page.locator(".gc-actions a").nth(1).click()
     expect(page).to_have_url(re.compile(r"/loyalty/redeem\?return=card$"))
     expect(page.locator(".loyalty-choice", has_text="双人早餐")).to_be_visible()
-    _no_sideways(page)
+    no_sideways(page)
     shots("redeem")
     _portrait(page, shots, "redeem-768")
     page.goto(page.url.replace("/redeem?return=card", ""))
-    _no_sideways(page)
+    no_sideways(page)
     shots("page", full_page=True)
     page.goto(page.url + "/adjust")
     shots("adjust")
@@ -304,11 +283,7 @@ def test_manager_voids_a_redemption_and_sees_reverse_buttons(page, server):
     from playwright.sync_api import expect
 
     shots = Shots(page, "loyalty-manager")
-    page.goto(server + "/login")
-    page.fill("#email", "owner@example.com")
-    page.fill("#password", PASSWORD)
-    page.locator("main button[type=submit]").click()
-    expect(page).to_have_url(re.compile(r"/dashboard$"))
+    login(page, server, "owner@example.com", PASSWORD)
     page.goto(server + "/frontdesk?q=1373333")
     page.locator(".fd-result").first.click()
     page.locator(".loyalty-panel").get_by_role("link", name="Loyalty details").click()
@@ -320,7 +295,7 @@ def test_manager_voids_a_redemption_and_sees_reverse_buttons(page, server):
     redemption.get_by_role("link", name="Void").click()
     expect(page).to_have_url(re.compile(r"/redemptions/[0-9a-f-]{36}/void$"))
     page.fill("#reason", "Late check-out not available after all")
-    _no_sideways(page)
+    no_sideways(page)
     shots("void")
     page.get_by_role("button", name="Void redemption").click()
     expect(page).to_have_url(re.compile(r"/customers/[0-9a-f-]{36}/loyalty$"))
@@ -335,7 +310,7 @@ def test_manager_voids_a_redemption_and_sees_reverse_buttons(page, server):
     expect(reverse.first).to_be_visible()
     assert reverse.count() >= 3  # one per stay (four after the visit another test records)
     page.set_viewport_size(PORTRAIT)
-    _no_sideways(page)
+    no_sideways(page)
     assert page.evaluate("(() => { const w = document.querySelector('.table-wrap');"
                          " return w.scrollWidth <= w.clientWidth; })()"), "the history table scrolls sideways"
     assert not page.evaluate(SMALL_TARGETS_JS)
