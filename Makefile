@@ -10,7 +10,7 @@ WORKERS ?= 2
 # pytest-xdist workers; each runs the suite's share on SQLite and on its own PostgreSQL.
 TEST_WORKERS ?= 2
 
-.PHONY: run test bench install install-dev system-deps system-deps-test translations demo clean
+.PHONY: run test bench install install-dev system-deps system-deps-test system-deps-bench translations demo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ system-deps:
 system-deps-test:
 	bash scripts/system-deps.sh test
 
+system-deps-bench:
+	bash scripts/system-deps.sh bench
+
 translations: $(PY)
 	$(VENV)/bin/pybabel compile -f -d saas/translations
 
@@ -48,7 +51,7 @@ test: system-deps-test install-dev translations
 
 ## make bench: the long benchmarks (never part of make test); results in bench/RESULTS.md.
 ## BENCH_ARGS="--size full" for 100 tenants / 1M customers / 10M transactions.
-bench: system-deps install-dev translations
+bench: system-deps-bench install-dev translations
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:

@@ -200,6 +200,97 @@ def run_load(http: Http, requests: list[tuple[str, str, dict, dict]], clients: i
     return {"wall": wall, "results": results}
 
 
+# --- wrk, when it is installed (make bench installs it) ------------------------------------------
+
+WRK_AWARD = r"""
+-- One award per request: a random customer and amount, a new Idempotency-Key each
+-- (run id, thread number, counter). Counts the answers and sums points_awarded.
+counter, ok, other, points, first_other = 0, 0, 0, 0, ""
+local customers, key, day, run
+
+function setup(thread)
+  nthreads = (nthreads or 0) + 1
+  thread:set("tid", nthreads)
+  threads = threads or {}
+  table.insert(threads, thread)
+end
+
+function init(args)
+  customers, key, day, run = tonumber(args[1]), args[2], args[3], args[4]
+  math.randomseed(tonumber(args[5]) + tid)
+end
+
+function request()
+  counter = counter + 1
+  local body = string.format('{"customer_ref":"C-%06d","occurred_on":"%s","amount":"%d.%02d","quantity":%d}',
+    math.random(1, customers), day, math.random(50, 3000), math.random(0, 99), math.random(1, 3))
+  return wrk.format("POST", "/api/v1/transactions", {["Content-Type"] = "application/json",
+    ["Authorization"] = "Bearer " .. key, ["Idempotency-Key"] = run .. "-" .. tid .. "-" .. counter}, body)
+end
+
+function response(status, headers, body)
+  if status == 201 then
+    ok = ok + 1
+    points = points + tonumber(string.match(body, '"points_awarded":%s*(%-?%d+)'))
+  else
+    other = other + 1
+    if first_other == "" then
+      first_other = string.gsub(status .. " " .. string.sub(body, 1, 200), '[^%w%s%.:,_-]', ' ')
+    end
+  end
+end
+
+function done(summary, latency, requests)
+  local t_ok, t_other, t_points, first = 0, 0, 0, ""
+  for _, thread in ipairs(threads) do
+    t_ok = t_ok + thread:get("ok")
+    t_other = t_other + thread:get("other")
+    t_points = t_points + thread:get("points")
+    if first == "" then first = thread:get("first_other") end
+  end
+  io.write(string.format('RESULT {"ok": %d, "other": %d, "points": %d, "first_other": "%s", ', t_ok, t_other,
+    t_points, first))
+  io.write(string.format('"requests": %d, "seconds": %.3f, "socket_errors": %d, ', summary.requests,
+    summary.duration / 1e6, summary.errors.connect + summary.errors.read + summary.errors.write +
+    summary.errors.timeout))
+  io.write(string.format('"p50": %.3f, "p90": %.3f, "p99": %.3f, "max": %.3f, "mean": %.3f}\n',
+    latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
+    latency.max / 1000, latency.mean / 1000))
+end
+"""
+
+WRK_BARE = WRK_AWARD.replace('"/api/v1/transactions"', '"/bare"').replace(
+    'points = points + tonumber(string.match(body, \'"points_awarded":%s*(%-?%d+)\'))', "")
+
+
+def have_wrk() -> bool:
+    import shutil
+
+    return shutil.which("wrk") is not None
+
+
+def run_wrk(base: str, script: str, args: list[str], seconds: float, clients: int, threads: int = 2) -> dict:
+    """``wrk`` for ``seconds`` with ``clients`` keep-alive connections on ``threads`` threads,
+    the Lua ``script`` making each request; its RESULT line, parsed."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    try:
+        cmd = ["wrk", "-t", str(threads), "-c", str(clients), "-d", f"{round(seconds)}s", "--timeout", "30s",
+               "-s", f.name, base, "--", *args]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120)
+    finally:
+        os.unlink(f.name)
+    m = re.search(r"^RESULT (\{.*\})$", out.stdout, re.MULTILINE)
+    if m is None:
+        raise RuntimeError(f"wrk said:\n{out.stdout}\n{out.stderr}")
+    r = json.loads(m.group(1))
+    r["rps"] = round(r["requests"] / r["seconds"], 1)
+    r["errors"] = r["other"] + r["socket_errors"]
+    return r
+
+
 def percentile(values: list[float], p: float) -> float:
     s = sorted(values)
     k = max(0, min(len(s) - 1, round(p / 100 * len(s) + 0.5) - 1))
@@ -441,32 +532,57 @@ def profile(info: dict, customers: int, n: int, rng: random.Random, day: str) ->
 # --- the run --------------------------------------------------------------------------------------
 
 def run(db_path: Path, customers: int = 1000, requests: int = 3000, clients: int = 16, workers: int = 4,
-        threads: int = 4, warmup: int = 200, profile_requests: int = 300, seed: int = 2026, log=print) -> dict:
+        threads: int = 4, warmup: int = 200, profile_requests: int = 300, seed: int = 2026, seconds: float = 20,
+        use_wrk: bool | None = None, log=print) -> dict:
+    """The award API and the bare route under the same load: with wrk (when installed,
+    ``seconds`` of load after a 3-second warm-up) or else the Python client (``requests``
+    after ``warmup``)."""
     from saas import clock
 
     rng = random.Random(seed)
     info = prepare(db_path, customers, log)
     day = clock.today(info["timezone"]).isoformat()
     logs = db_path.parent / "bench-award-logs"
+    use_wrk = have_wrk() if use_wrk is None else use_wrk
     out: dict = {"customers": customers, "clients": clients, "workers": workers, "threads": threads,
-                 "client": f"Python http.client, {clients} threads, keep-alive, one process"}
+                 "client": (f"wrk, {clients} keep-alive connections on 2 threads, {seconds:g} s after a 3 s warm-up"
+                            if use_wrk else f"Python http.client, {clients} threads, keep-alive, one process")}
+    run_id = uuid.uuid4().hex[:12]
+
+    def load_with(base: str, script: str, name: str) -> dict:
+        """(warm-up, measured) with wrk."""
+        args = [str(customers), info["key"], day]
+        warm = run_wrk(base, script, args + [f"{run_id}-{name}-warm", str(seed)], 3, clients)
+        return warm, run_wrk(base, script, args + [f"{run_id}-{name}", str(seed + 1)], seconds, clients)
 
     # The award API.
     answered_points = answered = 0
     spec = app_spec(info["overrides"])
-    log(f"== award API: gunicorn {workers} workers x {threads} threads, {clients} clients, {requests:,} requests")
+    log(f"== award API: gunicorn {workers} workers x {threads} threads, {out['client']}")
     with gunicorn_server(spec, logs / "award-server.log", workers=workers, threads=threads,
                          probe="/api/v1/openapi.json") as base:
-        http = Http(base)
-        warm = run_load(http, award_requests(info["key"], customers, warmup, rng, day), clients)
-        load = run_load(http, award_requests(info["key"], customers, requests, rng, day), clients)
-    for r in warm["results"] + load["results"]:
-        if r[1] == 201:
-            answered += 1
-            answered_points += r[2]["points_awarded"]
-    out["award"] = summarize(load, 201)
-    out["award"]["warmup_errors"] = sum(1 for r in warm["results"] if r[1] != 201)
-    out["award"]["sample_errors"] = [r[2] for r in load["results"] if r[1] != 201][:3]
+        if use_wrk:
+            warm, load = load_with(base, WRK_AWARD, "award")
+        else:
+            http = Http(base)
+            warm = run_load(http, award_requests(info["key"], customers, warmup, rng, day), clients)
+            load = run_load(http, award_requests(info["key"], customers, requests, rng, day), clients)
+    if use_wrk:
+        answered = warm["ok"] + load["ok"]
+        answered_points = warm["points"] + load["points"]
+        out["award"] = {k: load[k] for k in ("requests", "seconds", "rps", "p50", "p90", "p99", "max", "mean",
+                                              "errors")}
+        out["award"]["statuses"] = {"201": load["ok"], "other": load["other"], "socket errors": load["socket_errors"]}
+        out["award"]["warmup_errors"] = warm["errors"]
+        out["award"]["sample_errors"] = [load["first_other"]] if load["first_other"] else []
+    else:
+        for r in warm["results"] + load["results"]:
+            if r[1] == 201:
+                answered += 1
+                answered_points += r[2]["points_awarded"]
+        out["award"] = summarize(load, 201)
+        out["award"]["warmup_errors"] = sum(1 for r in warm["results"] if r[1] != 201)
+        out["award"]["sample_errors"] = [r[2] for r in load["results"] if r[1] != 201][:3]
     out["award"]["server_problems"] = server_problems(logs / "award-server.log")[:10]
     log(f"   {out['award']}")
 
@@ -474,12 +590,17 @@ def run(db_path: Path, customers: int = 1000, requests: int = 3000, clients: int
     log("== bare Flask route, served the same way")
     with gunicorn_server("bench.award:bare_app()", logs / "bare-server.log", workers=workers, threads=threads,
                          probe="/") as base:
-        http = Http(base)
-        bare_reqs = [("POST", "/bare", b, {"Authorization": h["Authorization"], "Idempotency-Key": h["Idempotency-Key"]})
-                     for _m, _p, b, h in award_requests(info["key"], customers, requests + warmup, rng, day)]
-        run_load(http, bare_reqs[:warmup], clients)
-        bare = run_load(http, bare_reqs[warmup:], clients)
-    out["bare"] = summarize(bare, 201)
+        if use_wrk:
+            _warm, bare = load_with(base, WRK_BARE, "bare")
+            out["bare"] = {k: bare[k] for k in ("requests", "seconds", "rps", "p50", "p90", "p99", "max", "mean",
+                                                "errors")}
+        else:
+            http = Http(base)
+            bare_reqs = [("POST", "/bare", b, {"Authorization": h["Authorization"],
+                                                "Idempotency-Key": h["Idempotency-Key"]})
+                         for _m, _p, b, h in award_requests(info["key"], customers, requests + warmup, rng, day)]
+            run_load(http, bare_reqs[:warmup], clients)
+            out["bare"] = summarize(run_load(http, bare_reqs[warmup:], clients), 201)
     log(f"   {out['bare']}")
     out["ratio_rps"] = round(out["bare"]["rps"] / max(out["award"]["rps"], 1e-9), 1)
     out["ratio_p50"] = round(out["award"]["p50"] / max(out["bare"]["p50"], 1e-9), 1)
@@ -490,8 +611,7 @@ def run(db_path: Path, customers: int = 1000, requests: int = 3000, clients: int
 
     log(f"== in-process profile of {profile_requests} awards (Flask test client, one at a time)")
     out["profile"] = profile(info, customers, profile_requests, rng, day)
-    log(f"   mean {out['profile']['plain_mean_ms']} ms per award -> at most {out['profile']['ceiling_rps']:.0f}/s "
-        f"with writers serialised; {out['profile']['queries']}")
+    log(f"   mean {out['profile']['plain_mean_ms']} ms per award; {out['profile']['queries']}")
     for label, ms in out["profile"]["phases"]:
         log(f"   {label:48} {ms:8.2f} ms")
     log(f"   {'SQL executing in SQLite':48} {out['profile']['sql_ms']:8.2f} ms")
@@ -554,8 +674,11 @@ def main(argv=None) -> None:
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=20, help="seconds of load with wrk")
+    p.add_argument("--python-client", action="store_true", help="the Python load generator even when wrk is there")
     args = p.parse_args(argv)
-    r = run(Path(args.db).resolve(), args.customers, args.requests, args.clients, args.workers, args.threads)
+    r = run(Path(args.db).resolve(), args.customers, args.requests, args.clients, args.workers, args.threads,
+            seconds=args.seconds, use_wrk=False if args.python_client else None)
     print("\n".join(render(r)))
 
 

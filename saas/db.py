@@ -13,6 +13,9 @@ Tenancy (DESIGN.md, invariants 1-3):
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import os
+import sqlite3
 import uuid
 from typing import Any
 
@@ -165,14 +168,73 @@ def _stamp_writes(session, flush_context, instances):
 # SQLite: a transaction that reads and then writes fails at once with "database is
 # locked" when another writer got in first, whatever the busy timeout. Write transactions
 # therefore start with BEGIN IMMEDIATE; sessions made read-only (GET requests) start
-# DEFERRED so they keep WAL's concurrent readers and never block a writer.
+# DEFERRED so they keep WAL's concurrent readers and never block a writer. A request that
+# reads a lot before it writes (the API's writes) starts DEFERRED too and calls
+# ``begin_writes`` where its writes begin: only the writes then hold the database's lock.
 SQLITE_BEGIN = "sqlite_begin"
 
 
+class _QueuedWriters(sqlite3.Connection):
+    """A SQLite connection whose BEGIN IMMEDIATE first waits its turn on a lock file next
+    to the database (``<file>-writers``, flock), released right after COMMIT or ROLLBACK.
+
+    SQLite's own busy handler makes a waiting writer sleep (1, 2, 5 ... 100 ms) and try
+    again, so under load a writer may wait for seconds while others get in; a blocking
+    flock hands the turn on the moment it is free. Writers without the queue (another
+    program) still meet SQLite's lock and its busy timeout, as before."""
+
+    def __init__(self, database, *args, **kwargs):
+        super().__init__(database, *args, **kwargs)
+        name = os.fspath(database)
+        memory = name in ("", ":memory:") or name.startswith("file:") or "mode=memory" in name
+        self._queue_path = None if memory else name + "-writers"
+        self._queue_fd: int | None = None
+        self._queue_pid = 0
+        self._queued = False
+
+    def wait_turn(self) -> None:
+        if self._queue_path is None or self._queued:
+            return
+        if self._queue_fd is None or self._queue_pid != os.getpid():
+            # One open file per connection and process: flock locks belong to the open file,
+            # so threads (and forked workers) each need their own to wait for one another.
+            self._queue_fd = os.open(self._queue_path, os.O_RDWR | os.O_CREAT, 0o600)
+            self._queue_pid = os.getpid()
+        fcntl.flock(self._queue_fd, fcntl.LOCK_EX)
+        self._queued = True
+
+    def end_turn(self) -> None:
+        if self._queued:
+            self._queued = False
+            fcntl.flock(self._queue_fd, fcntl.LOCK_UN)
+
+    def commit(self):
+        try:
+            super().commit()
+        finally:
+            self.end_turn()
+
+    def rollback(self):
+        try:
+            super().rollback()
+        finally:
+            self.end_turn()
+
+    def close(self):
+        try:
+            super().close()
+        finally:
+            self.end_turn()
+            if self._queue_fd is not None and self._queue_pid == os.getpid():
+                os.close(self._queue_fd)
+            self._queue_fd = None
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine; SQLite gets WAL, foreign keys, busy timeout and BEGIN IMMEDIATE."""
+    """Create an engine; SQLite gets WAL, foreign keys, busy timeout, BEGIN IMMEDIATE and
+    the writers' queue."""
     if url.startswith("sqlite"):
-        kwargs.setdefault("connect_args", {"timeout": 30})
+        kwargs.setdefault("connect_args", {"timeout": 30, "factory": _QueuedWriters})
         engine = create_engine(url, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -189,13 +251,43 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin_tx(conn):
             mode = conn.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
-            conn.exec_driver_sql(f"BEGIN {mode}")
+            dbapi = conn.connection.dbapi_connection
+            queued = mode == "IMMEDIATE" and isinstance(dbapi, _QueuedWriters)
+            if queued:
+                dbapi.wait_turn()
+            try:
+                conn.exec_driver_sql(f"BEGIN {mode}")
+            except BaseException:
+                if queued:
+                    dbapi.end_turn()
+                raise
 
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)
+
+
+def begin_writes(s: Session, expire: bool = True) -> None:
+    """Where a request that began with reads (a DEFERRED SQLite transaction) starts to
+    write: its read transaction ends (it wrote nothing) and the next statement begins
+    IMMEDIATE, in the writers' queue. Whatever the writes depend on must be read again
+    after this call; ``expire`` (the default) makes every loaded object reload on its
+    next use. A caller that passes False vouches that what it keeps cannot have changed
+    in a way that matters. Nothing to do on PostgreSQL (row locks) or in a transaction
+    that began IMMEDIATE."""
+    if s.get_bind().dialect.name != "sqlite":
+        return
+    if s.in_transaction():
+        if s.connection().get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE") == "IMMEDIATE":
+            return
+        if s.new or s.dirty or s.deleted:
+            raise RuntimeError("begin_writes() after changes: they would be written outside the write lock")
+        s.commit()
+        if expire:
+            s.expire_all()
+    s.connection(execution_options={SQLITE_BEGIN: "IMMEDIATE"})
 
 
 class Database:
@@ -235,10 +327,12 @@ def get_db() -> Database:
     return current_app.extensions["huitou_db"]
 
 
-def session() -> Session:
-    """The session of the current request (or app context)."""
+def session(reads_first: bool = False) -> Session:
+    """The session of the current request (or app context). ``reads_first``, when this
+    call makes it: the request reads before it writes and calls ``begin_writes`` before
+    its first write, so on SQLite it begins DEFERRED like a GET."""
     if "db_session" not in g:
-        g.db_session = get_db().new_session(read_only=request.method in ("GET", "HEAD", "OPTIONS")
+        g.db_session = get_db().new_session(read_only=reads_first or request.method in ("GET", "HEAD", "OPTIONS")
                                             if has_request_context() else False)
     return g.db_session
 

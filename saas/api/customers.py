@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from saas import clock, db
-from saas.api.idempotency import IDEMPOTENCY_HEADER, IDEMPOTENCY_PARAM, check_keys_first, idempotent
+from saas.api.idempotency import IDEMPOTENCY_HEADER, IDEMPOTENCY_PARAM, begin_effect, check_keys_first, idempotent
 from saas.api.views import CODE, api, api_route, bp
 from saas.auth.models import Membership, User
 from saas.customers import services
@@ -363,7 +363,7 @@ def _staff_user_id(s: Session, email: str):
                        "naming the field. The transaction earns the customer points by the tenant's "
                        "loyalty programme at once; the answer says how many, the new balance and tier.")
 @access(API)
-@idempotent
+@idempotent(effect_in_view=True)
 def create_transaction(body):
     s = db.session()
     errors: dict[str, list] = {}
@@ -413,8 +413,15 @@ def create_transaction(body):
         except ValidationFailed as exc:
             errors.setdefault("amount", []).extend(m for v in exc.errors.values() for m in v)
         raise ValidationFailed(errors)
+    today = clock.today(g.tenant.timezone)
+    programme = loyalty_services.programme_of(s)
+    # The writes begin: on SQLite the lock is taken only now (the reads above stay outside
+    # it). What was read is kept (expire=False): the customer, kind, location and
+    # department for their ids and codes, the programme as parsed; an edit of one of them
+    # in between is as if it had come a moment later. The account is read under the lock.
+    begin_effect(expire=False)
     try:
-        tx = services.record_transaction(s, customer, data, staff_user_id, clock.today(g.tenant.timezone))
+        tx = services.record_transaction(s, customer, data, staff_user_id, today)
     except ValidationFailed as exc:
         raise _body_errors(exc) from None
     if external_id is not None:
@@ -426,7 +433,7 @@ def create_transaction(body):
             # Recorded at the same moment by another request with another key.
             raise ValidationFailed.one(
                 "external_id", _l("A transaction with this external id has already been recorded.")) from None
-    awarded = loyalty_services.award(s, tx, customer, staff_user_id, clock.today(g.tenant.timezone))
+    awarded = loyalty_services.award(s, tx, customer, staff_user_id, today, programme, fresh=True)
     # The codes of the entries looked up above (not every entry of each list: this is the hot path).
     codes = [{e.id: e.code} if e is not None else {} for e in (kind, location, department)]
     return {**transaction_json(tx, customer.external_ref, *codes),

@@ -29,11 +29,14 @@ The rules (as Stripe and the IETF draft "The Idempotency-Key HTTP Header Field" 
   is 409 ``idempotency_key_reused``.
 - A refused request (422, 404 ...) stores nothing: its transaction is rolled back, so the
   client may fix the body and retry with the same key.
-- Concurrency: the key is claimed (its row inserted) *before* the view runs. Two requests
-  with the same key cannot both claim it: on PostgreSQL the second insert waits for the
-  first transaction and then meets the unique constraint, whereupon it replays the stored
-  answer; on SQLite write transactions are serialised (BEGIN IMMEDIATE), so the second
-  request finds the committed record at its first look.
+- Concurrency: the key is looked up first, outside any write lock; then, where the
+  writes begin (``begin_effect``: before the view, or inside it after its reads), it is
+  claimed. Two requests with the same key cannot both claim it: on PostgreSQL the claim
+  (its row inserted) waits for the first transaction and then meets the unique
+  constraint, whereupon it replays the stored answer; on SQLite write transactions are
+  serialised (``db.begin_writes``: BEGIN IMMEDIATE in the writers' queue), so the second
+  request looks again under the lock, finds the committed record and replays it; the
+  first stores its record with its answer, in the transaction of its effect.
 """
 from __future__ import annotations
 
@@ -44,9 +47,9 @@ import json
 import re
 from typing import Any, Callable
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app, g, request
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -103,11 +106,19 @@ def request_hash(body: Any = None, raw: bytes | None = None) -> str:
     return h.hexdigest()
 
 
-def _stored(s: Session, key: str) -> IdempotencyRecord | None:
-    return s.scalar(select(IdempotencyRecord).where(IdempotencyRecord.key == key))
+_RECORDS = IdempotencyRecord.__table__
+_STORED = select(_RECORDS.c.request_hash, _RECORDS.c.response, _RECORDS.c.status_code).where(
+    _RECORDS.c.tenant_id == bindparam("tenant_id"), _RECORDS.c.key == bindparam("key"))
 
 
-def _replay(record: IdempotencyRecord, digest: str):
+def _stored(s: Session, key: str):
+    """The stored (request_hash, response, status_code) of ``key`` in the bound tenant, or
+    None. A Core statement with the tenant named (every API write looks twice: the ORM
+    would cost more than the rest of the look-up)."""
+    return s.connection().execute(_STORED, {"tenant_id": db.bound_tenant_id(s), "key": key}).first()
+
+
+def _replay(record, digest: str):
     if record.request_hash != digest:
         raise ApiError(409, "idempotency_key_reused",
                        _l("This Idempotency-Key was already used for a different request. Use a new "
@@ -133,38 +144,89 @@ def _split(rv) -> tuple[Any, int, dict]:
     return json.loads(current_app.json.dumps(body)), status, dict(headers or {})
 
 
-def respond_once(s: Session, key: str, digest: str, produce: Callable[[], Any]):
+class _Replay(Exception):
+    """Raised by ``begin_effect`` when the key turns out to be taken: answer the stored response."""
+
+    def __init__(self, record):
+        self.record = record
+
+
+class _Pending:
+    """The request's idempotency key between its first look-up and the stored answer."""
+
+    def __init__(self, s: Session, key: str, digest: str):
+        self.s, self.key, self.digest = s, key, digest
+        self.record: IdempotencyRecord | None = None
+        self.begun = False
+
+
+def begin_effect(expire: bool = True) -> None:
+    """Start the writes of the current idempotent request: take the write lock (SQLite,
+    ``db.begin_writes``, which ``expire``s what was loaded unless told not to) and claim
+    the key. When another request with this key has answered meanwhile, its answer is
+    replayed instead (``respond_once`` catches the exception this raises). Called by
+    ``respond_once`` before the view, or by a view declared ``@idempotent(effect_in_view=True)``
+    after its reads, so that those reads stay outside SQLite's write lock."""
+    p: _Pending = g.idempotency
+    s = p.s
+    db.begin_writes(s, expire=expire)
+    if s.get_bind().dialect.name == "sqlite":
+        # Writers are serialised from here on: nobody can store this key before we commit.
+        stored = _stored(s, p.key)
+        if stored is not None:
+            raise _Replay(stored)
+    else:
+        record = IdempotencyRecord(key=p.key, request_hash=p.digest, status_code=0, response={})
+        try:
+            with s.begin_nested():
+                s.add(record)
+                s.flush()
+        except IntegrityError:
+            # A concurrent request with this key claimed it first and has committed by now.
+            stored = _stored(s, p.key)
+            if stored is None:  # pragma: no cover - the claim is only visible once committed
+                raise ApiError(409, "idempotency_key_in_use",
+                               _l("A request with this Idempotency-Key is still being processed. Retry "
+                                  "in a moment.")) from None
+            raise _Replay(stored) from None
+        p.record = record
+    p.begun = True
+
+
+def respond_once(s: Session, key: str, digest: str, produce: Callable[[], Any], effect_in_view: bool = False):
     """Answer with ``produce()`` the first time ``key`` is seen in the bound tenant and
     with the stored answer afterwards (see the module docstring). ``s`` is the request's
-    session; its transaction is committed or rolled back by the request lifecycle."""
+    session; its transaction is committed or rolled back by the request lifecycle.
+    ``effect_in_view``: ``produce`` calls ``begin_effect`` itself before it writes."""
     record = _stored(s, key)
     if record is not None:
         return _replay(record, digest)
-    record = IdempotencyRecord(key=key, request_hash=digest, status_code=0, response={})
+    p = g.idempotency = _Pending(s, key, digest)
     try:
-        with s.begin_nested():
-            s.add(record)
-            s.flush()
-    except IntegrityError:
-        # A concurrent request with this key claimed it first and has committed by now.
-        stored = _stored(s, key)
-        if stored is None:  # pragma: no cover - the claim is only visible once committed
-            raise ApiError(409, "idempotency_key_in_use",
-                           _l("A request with this Idempotency-Key is still being processed. Retry "
-                              "in a moment.")) from None
-        return _replay(stored, digest)
-    body, status, headers = _split(produce())
+        if not effect_in_view:
+            begin_effect()
+        body, status, headers = _split(produce())
+    except _Replay as r:
+        return _replay(r.record, digest)
     if status < 400:
-        record.status_code = status
-        record.response = body
+        if not p.begun:
+            raise RuntimeError("an idempotent view answered success without calling begin_effect()")
+        if p.record is None:
+            p.record = IdempotencyRecord(key=key, request_hash=digest)
+            s.add(p.record)
+        p.record.status_code = status
+        p.record.response = body
         s.flush()
     # Otherwise the request's transaction is rolled back, and the claim with it.
     return body, status, headers
 
 
-def idempotent(view: Callable) -> Callable:
+def idempotent(view: Callable | None = None, *, effect_in_view: bool = False) -> Callable:
     """Decorator for an API write view: requires an Idempotency-Key and answers retries
-    with the first answer. Put it below ``@access(API)``."""
+    with the first answer. Put it below ``@access(API)``. With ``effect_in_view=True``
+    the view reads first and calls ``begin_effect()`` where its writes begin."""
+    if view is None:
+        return functools.partial(idempotent, effect_in_view=effect_in_view)
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
@@ -173,9 +235,10 @@ def idempotent(view: Callable) -> Callable:
             digest = request_hash(kwargs["body"])
         else:
             digest = request_hash(raw=request.get_data(cache=True))
-        return respond_once(db.session(), key, digest, lambda: view(*args, **kwargs))
+        return respond_once(db.session(), key, digest, lambda: view(*args, **kwargs), effect_in_view)
 
     wrapper.huitou_idempotent = True
+    wrapper.huitou_reads_first = True
     return wrapper
 
 

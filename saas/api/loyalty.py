@@ -290,6 +290,7 @@ def _idempotent_on(load):
 
             return respond_once(s, key, digest, produce)
 
+        wrapper.huitou_reads_first = True
         return wrapper
 
     return deco

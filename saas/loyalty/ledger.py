@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import exists, func, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import bindparam, exists, func, select, update
+from sqlalchemy.orm import Session
 
 from saas.auth.models import Role
 from saas.clock import now_utc
 from saas.customers.models import Customer, Transaction
-from saas.db import new_id
+from saas.db import bound_tenant_id, new_id
 from saas.errors import NotFound, ValidationFailed
 from saas.loyalty.models import LOT_KINDS, LedgerEntry, LotAllocation, LoyaltyAccount, Referral, Reward
 from saas.loyalty.programme import MAX_POINTS, Programme, add_months
@@ -88,12 +88,15 @@ def ledger_sum(s: Session, customer_id: uuid.UUID) -> int:
 # --- writing ----------------------------------------------------------------------------
 
 def lock_account(s: Session, customer_id: uuid.UUID) -> LoyaltyAccount:
-    """The customer's account, locked for this transaction (created on first use)."""
+    """The customer's account, locked for this transaction (created on first use), read
+    afresh (an account loaded before the lock may be stale)."""
+    q = select(LoyaltyAccount).where(LoyaltyAccount.customer_id == customer_id).execution_options(
+        populate_existing=True)
     if s.connection().dialect.name == "postgresql":
         s.execute(select(Customer.id).where(Customer.id == customer_id).with_for_update(key_share=True))  # FOR NO KEY UPDATE
-        acc = s.scalar(select(LoyaltyAccount).where(LoyaltyAccount.customer_id == customer_id).with_for_update())
+        acc = s.scalar(q.with_for_update())
     else:
-        acc = account(s, customer_id)
+        acc = s.scalar(q)
     if acc is None:
         acc = LoyaltyAccount(customer_id=customer_id, balance=0, tier_code="")
         s.add(acc)
@@ -165,21 +168,32 @@ def _existing(s: Session, key: str | None) -> LedgerEntry | None:
 
 def qualifying_value(s: Session, programme: Programme, customer_id: uuid.UUID, start: dt.date, end: dt.date):
     """What counts towards tiers between ``start`` and ``end`` (both included): points
-    earned (not reversed), spend or number of visits (transactions not reversed)."""
-    if programme.tier_measure == "points_earned":
-        rev = _REVERSAL
-        return int(s.scalar(select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
-            LedgerEntry.customer_id == customer_id, LedgerEntry.kind == "earn",
-            LedgerEntry.occurred_on >= start, LedgerEntry.occurred_on <= end,
-            ~exists().where(rev.reverses_id == LedgerEntry.id, rev.tenant_id == LedgerEntry.tenant_id))))
-    measure = func.sum(Transaction.amount) if programme.tier_measure == "spend" else func.count(Transaction.id)
-    value = s.scalar(select(func.coalesce(measure, 0)).where(
-        Transaction.customer_id == customer_id, Transaction.reversed_on.is_(None),
-        Transaction.occurred_on >= start, Transaction.occurred_on <= end))
+    earned (not reversed), spend or number of visits (transactions not reversed). Core
+    statements with the tenant named: every award asks (through the ORM it costs more
+    than the sum itself)."""
+    if s.new or s.dirty:
+        s.flush()  # as the ORM would before a query: this award's entry counts
+    stmt = _QUALIFYING[programme.tier_measure]
+    value = s.connection().execute(stmt, {"tenant_id": bound_tenant_id(s), "customer_id": customer_id,
+                                          "start": start, "end": end}).scalar()
     return Decimal(value) if programme.tier_measure == "spend" else int(value)
 
 
-_REVERSAL = aliased(LedgerEntry)  # built once: an alias costs more to build than the query
+def _qualifying_statements() -> dict:
+    e, t = LedgerEntry.__table__, Transaction.__table__
+    rev = e.alias("reversal")
+    earned = select(func.coalesce(func.sum(e.c.points), 0)).where(
+        e.c.tenant_id == bindparam("tenant_id"), e.c.customer_id == bindparam("customer_id"), e.c.kind == "earn",
+        e.c.occurred_on >= bindparam("start"), e.c.occurred_on <= bindparam("end"),
+        ~exists().where(rev.c.tenant_id == e.c.tenant_id, rev.c.reverses_id == e.c.id))
+    where = (t.c.tenant_id == bindparam("tenant_id"), t.c.customer_id == bindparam("customer_id"),
+             t.c.reversed_on.is_(None), t.c.occurred_on >= bindparam("start"), t.c.occurred_on <= bindparam("end"))
+    return {"points_earned": earned,
+            "spend": select(func.coalesce(func.sum(t.c.amount), 0)).where(*where),
+            "visits": select(func.count(t.c.id)).where(*where)}
+
+
+_QUALIFYING = _qualifying_statements()
 
 
 @dataclass
@@ -249,9 +263,12 @@ class Award:
 
 def award_for_transaction(s: Session, programme: Programme, tx: Transaction, customer: Customer,
                           kind_code: str, location_code: str, department_code: str,
-                          staff_user_id: uuid.UUID | None, as_of: dt.date) -> Award:
+                          staff_user_id: uuid.UUID | None, as_of: dt.date, fresh: bool = False) -> Award:
     """Credit what ``tx`` earns (once: the entries carry keys made from its id), the
-    birthday-month bonus and the referral rewards it triggers; then upgrade the tier."""
+    birthday-month bonus and the referral rewards it triggers; then upgrade the tier.
+    ``fresh``: ``tx`` was recorded in this database transaction, so nothing can have been
+    credited for it yet (its own key is not looked up; a second call would meet the
+    unique key instead)."""
     acc = lock_account(s, customer.id)
     if not acc.tier_code or (acc.tier_review_on is not None and acc.tier_review_on <= as_of):
         refresh_tier(s, programme, acc, as_of)  # a review is due: the tier multiplier may change
@@ -260,12 +277,12 @@ def award_for_transaction(s: Session, programme: Programme, tx: Transaction, cus
                              acc.tier_code)
     on = tx.occurred_on
 
-    def credit(target: LoyaltyAccount, points: int, key: str, reason: str, detail: dict) -> None:
-        if points > 0 and _existing(s, key) is None:
+    def credit(target: LoyaltyAccount, points: int, key: str, reason: str, detail: dict, new: bool = False) -> None:
+        if points > 0 and (new or _existing(s, key) is None):
             entries.append(_credit(s, target, programme, "earn", points, on, transaction_id=tx.id,
                                    staff_user_id=staff_user_id, idempotency_key=key, reason=reason, detail=detail))
 
-    credit(acc, earning.points, f"txn:{tx.id}:earn", "", earning.detail)
+    credit(acc, earning.points, f"txn:{tx.id}:earn", "", earning.detail, new=fresh)
     if programme.birthday_bonus and customer.birthday and customer.birthday.month == on.month:
         credit(acc, programme.birthday_bonus, f"birthday:{customer.id}:{on.year}", "birthday",
                {"bonus": programme.birthday_bonus})

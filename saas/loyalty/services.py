@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from saas import clock, jobs
@@ -26,17 +26,29 @@ from saas.settings.models import Department, Location, ProgrammeSection, Transac
 _CACHE: dict[tuple, Programme] = {}
 
 
+_SECTIONS = ProgrammeSection.__table__
+_VERSION = select(_SECTIONS.c.updated_at).where(_SECTIONS.c.tenant_id == bindparam("tenant_id"),
+                                                 _SECTIONS.c.section == "loyalty")
+_DATA = select(_SECTIONS.c.data).where(_SECTIONS.c.tenant_id == bindparam("tenant_id"),
+                                       _SECTIONS.c.section == "loyalty")
+
+
 def programme_of(s: Session) -> Programme:
-    """The bound tenant's programme (parsed once per version of its loyalty section)."""
-    row = s.execute(select(ProgrammeSection.data, ProgrammeSection.updated_at)
-                    .where(ProgrammeSection.section == "loyalty")).first()
-    if row is None:
+    """The bound tenant's programme (parsed once per version of its loyalty section: the
+    version is read each time, the data only when it is new to this process). Core
+    statements with the tenant named: every award and card asks."""
+    tenant_id = bound_tenant_id(s)
+    if s.new or s.dirty:
+        s.flush()  # as the ORM would before a query: a section saved in this session counts
+    conn = s.connection()
+    version = conn.execute(_VERSION, {"tenant_id": tenant_id}).scalar()
+    if version is None:
         return Programme()
-    key = (bound_tenant_id(s), row.updated_at)
+    key = (tenant_id, version)
     prog = _CACHE.get(key)
     if prog is None:
         try:
-            prog = Programme.from_data(row.data)
+            prog = Programme.from_data(conn.execute(_DATA, {"tenant_id": tenant_id}).scalar())
         except ProgrammeError:  # saved sections are validated; an old one may not be
             prog = Programme()
         if len(_CACHE) > 1000:
@@ -172,9 +184,11 @@ def _codes(s: Session, tx: Transaction) -> tuple[str, str, str]:
 
 
 def award(s: Session, tx: Transaction, customer: Customer, staff_user_id: uuid.UUID | None,
-          as_of: dt.date) -> ledger.Award:
-    """Credit the points a newly recorded transaction earns."""
-    return ledger.award_for_transaction(s, programme_of(s), tx, customer, *_codes(s, tx), staff_user_id, as_of)
+          as_of: dt.date, programme: Programme | None = None, fresh: bool = False) -> ledger.Award:
+    """Credit the points a newly recorded transaction earns (by ``programme``, read
+    before when the caller has it; ``fresh``: see ``ledger.award_for_transaction``)."""
+    return ledger.award_for_transaction(s, programme or programme_of(s), tx, customer, *_codes(s, tx),
+                                        staff_user_id, as_of, fresh)
 
 
 def reverse(s: Session, tx: Transaction, staff_user_id: uuid.UUID | None, reason: str,
