@@ -192,3 +192,27 @@ def test_an_idempotent_view_must_begin_its_effect(app, make_tenant):
         with pytest.raises(RuntimeError, match="begin_effect"):
             idempotency.respond_once(s, "k2", "h", lambda: ({}, 201), effect_in_view=True)
         s.rollback()
+
+
+def test_a_refusal_caused_by_the_same_key_answering_meanwhile_is_replayed(app, make_tenant):
+    """The reads of this request refuse it because a request with the same key has just
+    done the same thing (e.g. 'this external id is already recorded'): the first answer
+    stands, not the refusal."""
+    from saas.errors import ValidationFailed
+
+    tenant, _owner = make_tenant("hotel")
+    database = app.extensions["huitou_db"]
+
+    def produce():
+        other = database.new_session(tenant_id=tenant.id)
+        other.add(IdempotencyRecord(key="k3", request_hash="h", status_code=201, response={"first": True}))
+        other.commit()
+        other.close()
+        raise ValidationFailed.one("external_id", "already recorded")
+
+    with app.test_request_context("/api/v1/transactions", method="POST"):
+        s = db.session(reads_first=True)
+        db.bind_tenant(s, tenant.id)
+        body, status, _headers = idempotency.respond_once(s, "k3", "h", produce, effect_in_view=True)
+        s.rollback()
+    assert (body, status) == ({"first": True}, 201)

@@ -56,6 +56,7 @@ from sqlalchemy.orm import Session
 from saas import db
 from saas.api.spec import ApiError
 from saas.customers.models import IdempotencyRecord
+from saas.errors import NotFound, ValidationFailed
 from saas.jobs import job
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -144,6 +145,14 @@ def _split(rv) -> tuple[Any, int, dict]:
     return json.loads(current_app.json.dumps(body)), status, dict(headers or {})
 
 
+def _stored_now(s: Session, key: str):
+    """``_stored`` as committed by now, from a request that has not begun to write: on
+    SQLite its read transaction ends first (its snapshot predates the other's commit)."""
+    if s.get_bind().dialect.name == "sqlite" and not (s.new or s.dirty or s.deleted):
+        s.commit()
+    return _stored(s, key)
+
+
 class _Replay(Exception):
     """Raised by ``begin_effect`` when the key turns out to be taken: answer the stored response."""
 
@@ -208,15 +217,30 @@ def respond_once(s: Session, key: str, digest: str, produce: Callable[[], Any], 
         body, status, headers = _split(produce())
     except _Replay as r:
         return _replay(r.record, digest)
+    except (ValidationFailed, NotFound, ApiError):
+        # A refusal from the reads may come from a request with this key that answered
+        # meanwhile (e.g. its transaction now exists): then its answer stands.
+        stored = None if p.begun else _stored_now(s, key)
+        if stored is None:
+            raise
+        return _replay(stored, digest)
+    if status >= 400 and not p.begun:
+        stored = _stored_now(s, key)
+        if stored is not None:
+            return _replay(stored, digest)
     if status < 400:
         if not p.begun:
             raise RuntimeError("an idempotent view answered success without calling begin_effect()")
         if p.record is None:
-            p.record = IdempotencyRecord(key=key, request_hash=digest)
-            s.add(p.record)
-        p.record.status_code = status
-        p.record.response = body
-        s.flush()
+            # SQLite: the first time the key is written; a Core insert (the column defaults
+            # fill id and created_at), after the view's own changes.
+            s.flush()
+            s.connection().execute(_RECORDS.insert().values(
+                tenant_id=db.bound_tenant_id(s), key=key, request_hash=digest, status_code=status, response=body))
+        else:
+            p.record.status_code = status
+            p.record.response = body
+            s.flush()
     # Otherwise the request's transaction is rolled back, and the claim with it.
     return body, status, headers
 

@@ -89,17 +89,15 @@ def _authenticate():
     if token is None:
         raise _missing_key()
     tenant_id = services.tenant_of_key(token)
-    key = None
+    found = None
     if tenant_id is not None:
         db.bind_tenant(s, tenant_id)
-        key = services.verify_api_key(s, token)
-    tenant = s.get(Tenant, tenant_id) if key is not None else None
-    if tenant is None:
+        found = services.api_key_and_tenant(s, token)
+    if found is None:
         db.bind_tenant(s, None)
         raise ApiError(401, "invalid_key", _l("The API key is unknown or has been revoked."),
                        {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    g.api_key = key
-    g.tenant = tenant
+    g.api_key, g.tenant = found
     return None
 
 

@@ -438,12 +438,18 @@ def tenant_of_key(full_key: str) -> uuid.UUID | None:
         return None
 
 
-def verify_api_key(s: Session, full_key: str) -> ApiKey | None:
-    """The active key of the bound tenant matching ``full_key``, or None. Its tenant is
-    loaded by the same statement (a ``s.get(Tenant, ...)`` after it costs no query)."""
+def api_key_and_tenant(s: Session, full_key: str) -> tuple[ApiKey, Tenant] | None:
+    """The active key of the bound tenant matching ``full_key`` and its tenant (one
+    statement: every API request asks), or None."""
     row = s.execute(select(ApiKey, Tenant).join(Tenant, Tenant.id == ApiKey.tenant_id)
                     .where(ApiKey.key_hash == _hash_key(full_key), ApiKey.revoked_at.is_(None))).first()
-    return row[0] if row else None
+    return (row[0], row[1]) if row else None
+
+
+def verify_api_key(s: Session, full_key: str) -> ApiKey | None:
+    """The active key of the bound tenant matching ``full_key``, or None."""
+    found = api_key_and_tenant(s, full_key)
+    return found[0] if found else None
 
 
 def list_api_keys(s: Session) -> list[ApiKey]:
