@@ -166,8 +166,12 @@ def main(argv=None) -> None:
     p.add_argument("--no-import", action="store_true")
     p.add_argument("--no-award", action="store_true")
     p.add_argument("--award-customers", type=int, default=1000, help="customers of the award step's tenant")
-    p.add_argument("--award-requests", type=int, default=3000, help="award requests (and as many to the bare route)")
-    p.add_argument("--award-clients", type=int, default=16, help="client threads of the load generator")
+    p.add_argument("--award-requests", type=int, default=3000,
+                   help="award requests (and as many to the bare route) with the Python load generator")
+    p.add_argument("--award-seconds", type=float, default=20, help="seconds of load with wrk")
+    p.add_argument("--award-clients", type=int, default=16, help="connections of the load generator")
+    p.add_argument("--award-workers", type=int, default=4, help="gunicorn workers")
+    p.add_argument("--award-threads", type=int, default=1, help="threads per gunicorn worker")
     p.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
     args = p.parse_args(argv)
     url = generate.database_url(args)
@@ -196,7 +200,8 @@ def main(argv=None) -> None:
         print("== award-points API under gunicorn")
         from saas.config import ROOT
         awarded = award.run(ROOT / "instance" / "bench-award.db", customers=args.award_customers,
-                            requests=args.award_requests, clients=args.award_clients)
+                            requests=args.award_requests, clients=args.award_clients, workers=args.award_workers,
+                            threads=args.award_threads, seconds=args.award_seconds)
     if not args.no_record and awarded is not None:
         record(render_award(machine(), awarded, loads["award"], today), today, "award")
         print(f"award step recorded in {RESULTS}")

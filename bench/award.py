@@ -454,7 +454,7 @@ def bare_app():
 # attribute the callers look up at call time. Nested phases are indented in the label.
 PHASES = [
     ("JSON body read + schema validation", "saas.api.spec", "ApiSpec.read_body"),
-    ("API key check (verify_api_key)", "saas.settings.services", "verify_api_key"),
+    ("API key and tenant (api_key_and_tenant)", "saas.settings.services", "api_key_and_tenant"),
     ("idempotency record lookup", "saas.api.idempotency", "_stored"),
     ("customer by ref", "saas.api.customers", "_customer_by_ref"),
     ("default transaction kind", "saas.customers.services", "default_kind"),
@@ -602,7 +602,7 @@ def profile(info: dict, customers: int, n: int, rng: random.Random, day: str) ->
 # --- the run --------------------------------------------------------------------------------------
 
 def run(db_path: Path, customers: int = 1000, requests: int = 3000, clients: int = 16, workers: int = 4,
-        threads: int = 4, warmup: int = 200, profile_requests: int = 300, seed: int = 2026, seconds: float = 20,
+        threads: int = 1, warmup: int = 200, profile_requests: int = 300, seed: int = 2026, seconds: float = 20,
         use_wrk: bool | None = None, log=print) -> dict:
     """The award API and the bare route under the same load: with wrk (when installed,
     ``seconds`` of load after a 3-second warm-up) or else the Python client (``requests``
@@ -745,7 +745,7 @@ def main(argv=None) -> None:
     p.add_argument("--requests", type=int, default=3000)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--threads", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seconds", type=float, default=20, help="seconds of load with wrk")
     p.add_argument("--python-client", action="store_true", help="the Python load generator even when wrk is there")
     args = p.parse_args(argv)
