@@ -181,7 +181,12 @@ class _QueuedWriters(sqlite3.Connection):
     SQLite's own busy handler makes a waiting writer sleep (1, 2, 5 ... 100 ms) and try
     again, so under load a writer may wait for seconds while others get in; a blocking
     flock hands the turn on the moment it is free. Writers without the queue (another
-    program) still meet SQLite's lock and its busy timeout, as before."""
+    program) still meet SQLite's lock and its busy timeout, as before.
+
+    The wait has no timeout of its own: a writer waits as long as the writer before it
+    holds its transaction (an import of a large file: seconds), where SQLite alone would
+    have failed it with "database is locked" after the busy timeout. Every process that
+    writes must run on the machine that holds the file (as SQLite's WAL requires anyway)."""
 
     def __init__(self, database, *args, **kwargs):
         super().__init__(database, *args, **kwargs)
