@@ -146,14 +146,15 @@ def record(section: str, today: dt.date, size: str) -> None:
     RESULTS.write_text(text)
 
 
-def render_award(m: dict, result: dict, load_at_start: str, today: dt.date) -> str:
-    out = [f"<!-- run {today.isoformat()} award -->", f"## {today.isoformat()} — award-points API", "",
+def render_award(m: dict, result: dict, load_at_start: str, today: dt.date, name: str = "award") -> str:
+    database = "SQLite" if result["database"] == "sqlite" else "PostgreSQL"
+    out = [f"<!-- run {today.isoformat()} {name} -->", f"## {today.isoformat()} — award-points API ({database})", "",
            (f"Machine: {m['platform']}; {m['cpu']}, {m['cores']} cores, {m['ram']} RAM; "
             f"Python {m['python']}, SQLite {m['sqlite']}."),
            (f"Load average (1/5/15 min) at the start of the step: {load_at_start} (a load above {m['cores']} "
             "means other processes competed for the cores, which the server and the load generator share)."), ""]
     out += award.render(result)
-    out.append(f"<!-- end {today.isoformat()} award -->")
+    out.append(f"<!-- end {today.isoformat()} {name} -->")
     return "\n".join(out) + "\n"
 
 
@@ -172,6 +173,8 @@ def main(argv=None) -> None:
     p.add_argument("--award-clients", type=int, default=16, help="connections of the load generator")
     p.add_argument("--award-workers", type=int, default=4, help="gunicorn workers")
     p.add_argument("--award-threads", type=int, default=1, help="threads per gunicorn worker")
+    p.add_argument("--award-database", choices=("sqlite", "postgresql"), default="sqlite",
+                   help="postgresql: a throw-away PostgreSQL 15 cluster (as the tests start one)")
     p.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
     args = p.parse_args(argv)
     url = generate.database_url(args)
@@ -201,9 +204,10 @@ def main(argv=None) -> None:
         from saas.config import ROOT
         awarded = award.run(ROOT / "instance" / "bench-award.db", customers=args.award_customers,
                             requests=args.award_requests, clients=args.award_clients, workers=args.award_workers,
-                            threads=args.award_threads, seconds=args.award_seconds)
+                            threads=args.award_threads, seconds=args.award_seconds, database=args.award_database)
     if not args.no_record and awarded is not None:
-        record(render_award(machine(), awarded, loads["award"], today), today, "award")
+        name = "award" if args.award_database == "sqlite" else "award-postgresql"
+        record(render_award(machine(), awarded, loads["award"], today, name), today, name)
         print(f"award step recorded in {RESULTS}")
     if not args.no_record and not (args.reuse and args.no_search and args.no_import):
         if gen is None and args.reuse:
