@@ -324,6 +324,18 @@ def test_an_inactive_reward_or_one_of_another_location_is_unavailable(app, clien
     assert balance_of(app, tenant) == 300
 
 
+def test_a_reward_of_some_locations_needs_the_location_named(app, client, hotel):
+    tenant, _owner, key = hotel
+    add_reward(app, tenant, code="main-only", location_codes=["main"])
+    award(client, key, "3000")
+    err = assert_error(redeem(client, key, reward_code="main-only"), 422, "reward_unavailable")
+    assert "only at main" in err["details"]["location"][0]
+    assert balance_of(app, tenant) == 300
+    r = redeem(client, key, reward_code="main-only", location="main")
+    assert r.status_code == 201, r.text
+    assert balance_of(app, tenant) == 150
+
+
 def test_redemption_keys_and_missing_key(app, client, hotel):
     tenant, _owner, key = hotel
     award(client, key, "3000")
@@ -407,7 +419,7 @@ def test_customer_loyalty_summary(app, client, hotel):
     assert body["next_tier"] is None
     by = (review - dt.timedelta(days=1)).isoformat()
     assert body["retention"] == {"needed": 0, "by": by,
-                                 "message": f"Enough to keep Gold at the review on {review.isoformat()}."}
+                                 "message": f"Enough to keep Gold at the review on {review.isoformat()}"}
     assert body["expiring"] == []
     assert dt.date.fromisoformat(body["window_start"]) < TODAY
 
@@ -423,7 +435,7 @@ def test_customer_loyalty_summary(app, client, hotel):
     after = client.get(f"/api/v1/customers/PMS-1/loyalty?as_of={second}", headers=auth(key)).get_json()
     assert after["tier"]["code"] == "member" and after["tier"]["since"] == second.isoformat()
     assert after["next_tier"]["code"] == "gold" and after["next_tier"]["needed"] == 1000
-    assert after["next_tier"]["message"] == "Needs 1,000 more points to reach Gold."
+    assert after["next_tier"]["message"] == "Needs 1,000 more points to reach Gold"
     # Nothing was written by reading.
     assert read(app, tenant, lambda s: s.scalar(select(LoyaltyAccount.tier_code))) == "gold"
 
@@ -434,7 +446,7 @@ def test_customer_loyalty_retention_and_next_tier_messages(app, client, hotel):
     assert body["tier"] == "member"
     loyalty = client.get("/api/v1/customers/PMS-1/loyalty", headers=auth(key)).get_json()
     assert loyalty["next_tier"] == {"code": "gold", "name_zh": "金卡", "name_en": "Gold", "needed": 850,
-                                    "message": "Needs 850 more points to reach Gold."}
+                                    "message": "Needs 850 more points to reach Gold"}
     assert loyalty["tier"]["code"] == "member" and loyalty["tier"]["perks"] == ""
     award(client, key, "9000", occurred_on=TODAY.isoformat())
     loyalty = client.get("/api/v1/customers/PMS-1/loyalty", headers=auth(key)).get_json()
@@ -449,7 +461,7 @@ def test_customer_loyalty_retention_and_next_tier_messages(app, client, hotel):
     assert loyalty["tier"]["code"] == "gold" and loyalty["qualifying"] == 160
     ret = loyalty["retention"]
     assert ret["needed"] == 640
-    assert ret["message"] == f"Needs 640 more points by {ret['by']} to keep Gold."
+    assert ret["message"] == f"Needs 640 more points by {ret['by']} to keep Gold"
     zh = client.get("/api/v1/customers/PMS-1/loyalty", headers={**auth(key), "Accept-Language": "zh-CN"})
     assert zh.get_json()["retention"]["needed"] == 640
 

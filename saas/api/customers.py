@@ -27,7 +27,7 @@ from saas.db import bound_tenant_id
 from saas.errors import NotFound, ValidationFailed
 from saas.loyalty import services as loyalty_services
 from saas.settings.models import Department, Location, TransactionKind
-from saas.web import API, access
+from saas.web import API, access, json_error
 
 check_keys_first(bp)
 
@@ -273,7 +273,9 @@ def transaction_json(tx: Transaction, customer_ref: str | None, kinds: dict, loc
            tags=["customers"],
            success={200: "The customer was updated.", 201: "The customer was created."},
            description="Upsert by `ref`. A phone number, email or card number that already belongs to "
-                       "another customer of the tenant is refused with 422 naming the field.")
+                       "another customer of the tenant is refused with 422 naming the field. A customer "
+                       "whose personal data was erased is not updated: 422 with the code `customer_erased` "
+                       "(erasure clears the ref, so the ref then creates a new customer).")
 @access(API)
 def upsert_customer(body):
     s = db.session()
@@ -281,6 +283,11 @@ def upsert_customer(body):
     if not ref:
         raise ValidationFailed.one("ref", _l("This field is required."))
     existing = _customer_by_ref(s, ref)
+    if existing is not None and existing.erased_at is not None:
+        # Whatever the body holds would bring personal data back onto the anonymised record
+        # (services.refuse_if_erased); transactions stay allowed.
+        message = str(services.ERASED_MESSAGE)
+        return json_error(422, "customer_erased", message, {"ref": [message]})
     # Only the fields sent: on an update the others keep their values.
     data = {k: body[k] for k in CUSTOMER_FIELDS if k in body}
     if "card_number" in data and data["card_number"] is None:

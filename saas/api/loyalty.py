@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from decimal import Decimal
 
 from flask import g, request
 from flask_babel import gettext as _
@@ -45,10 +44,11 @@ from saas.api.views import CODE, api, api_route
 from saas.customers.models import Customer, Transaction
 from saas.db import bound_tenant_id
 from saas.errors import ValidationFailed
-from saas.formatting import locale_code, money, number
+from saas.formatting import locale_code
 from saas.loyalty import ledger, services
 from saas.loyalty.models import LedgerEntry
 from saas.loyalty.programme import MAX_POINTS
+from saas.loyalty.sentences import keep_tier_sentence, next_tier_sentence
 from saas.settings.models import Department, Location, TransactionKind
 from saas.web import API, access, json_error
 
@@ -203,7 +203,8 @@ LOYALTY = api.schema("CustomerLoyalty", {
                 "needed": {**MEASURE_VALUE, "description": "How much more, by `by`, keeps the tier (0: kept)."},
                 "by": {**DATE, "description": "The last day that counts (the day before the review)."},
                 "message": {"type": "string",
-                            "description": "e.g. \"Needs 1,200 more points by 2027-03-31 to keep Gold.\""},
+                            "description": "e.g. \"Needs 1,200 more points by 2027-03-31 to keep Gold\"; "
+                                           "when kept: \"Enough to keep Gold at the review on 2027-04-01\"."},
             },
         },
         "expiring": {
@@ -375,7 +376,8 @@ def redemption_json(s: Session, entry: LedgerEntry, customer_ref: str | None, re
                        "the first response. Refusals are 422 with `error.code`: `insufficient_points` (the redeemable balance "
                        "is short), `negative_balance` (the customer owes points after a refund), "
                        "`below_minimum` (fewer points than the programme's minimum), `reward_unavailable` "
-                       "(inactive, out of stock, not at this location), `validation_failed` (an unknown "
+                       "(inactive, out of stock, not at this location, or given only at some locations "
+                       "and no `location` sent), `validation_failed` (an unknown "
                        "customer_ref, reward_code, location or staff_email, named in the details; both or "
                        "neither of points and reward_code).")
 @access(API)
@@ -465,39 +467,6 @@ def _measure_json(value, measure: str):
     return int(value)
 
 
-def _measure_text(value, measure: str) -> str:
-    """How much of the measure, for the sentences."""
-    if measure == "spend":
-        return money(Decimal(value))
-    return number(int(value))
-
-
-def _next_message(measure: str, needed, tier_name: str) -> str:
-    if not needed:
-        return _("Reached %(tier)s: the upgrade comes with the next activity.", tier=tier_name)
-    if measure == "spend":
-        return _("Needs %(amount)s more spend to reach %(tier)s.", amount=_measure_text(needed, measure),
-                 tier=tier_name)
-    if measure == "visits":
-        return _("Needs %(n)s more visits to reach %(tier)s.", n=_measure_text(needed, measure), tier=tier_name)
-    return _("Needs %(n)s more points to reach %(tier)s.", n=_measure_text(needed, measure), tier=tier_name)
-
-
-def _keep_message(measure: str, needed, by: dt.date, tier_name: str) -> str:
-    day = by.isoformat()
-    if not needed:
-        review = (by + dt.timedelta(days=1)).isoformat()
-        return _("Enough to keep %(tier)s at the review on %(day)s.", tier=tier_name, day=review)
-    if measure == "spend":
-        return _("Needs %(amount)s more spend by %(day)s to keep %(tier)s.", amount=_measure_text(needed, measure),
-                 day=day, tier=tier_name)
-    if measure == "visits":
-        return _("Needs %(n)s more visits by %(day)s to keep %(tier)s.", n=_measure_text(needed, measure),
-                 day=day, tier=tier_name)
-    return _("Needs %(n)s more points by %(day)s to keep %(tier)s.", n=_measure_text(needed, measure), day=day,
-             tier=tier_name)
-
-
 @api_route("/customers/<ref>/loyalty", ["GET"], "A customer's points, tier and what comes next",
            response_schema=LOYALTY, endpoint="get_customer_loyalty", tags=["loyalty"],
            params={**REF_PARAM,
@@ -528,11 +497,12 @@ def get_customer_loyalty(ref):
     if sm.next_tier is not None:
         next_tier = {"code": sm.next_tier.code, "name_zh": sm.next_tier.name_zh, "name_en": sm.next_tier.name_en,
                      "needed": _measure_json(sm.next_needed, measure),
-                     "message": _next_message(measure, sm.next_needed, sm.next_tier.name_for(locale))}
+                     "message": next_tier_sentence(measure, sm.next_needed, sm.next_tier.name_for(locale))}
     retention = None
     if sm.tier is not None and sm.keep_by is not None:
         retention = {"needed": _measure_json(sm.keep_needed, measure), "by": sm.keep_by.isoformat(),
-                     "message": _keep_message(measure, sm.keep_needed, sm.keep_by, sm.tier.name_for(locale))}
+                     "message": keep_tier_sentence(measure, sm.keep_needed, sm.tier.name_for(locale),
+                                                sm.keep_by)}
     return {
         "customer_ref": customer.external_ref,
         "as_of": as_of.isoformat(),

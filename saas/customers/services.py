@@ -459,6 +459,19 @@ def get_customer(s: Session, customer_id: uuid.UUID) -> Customer:
     return customer
 
 
+# Refused for a customer whose personal data was erased (PIPL/GDPR; records.erase_customer).
+ERASED_MESSAGE = _l("This customer's personal data was erased; nothing new can be recorded about them.")
+
+
+def refuse_if_erased(customer: Customer) -> None:
+    """Raise ValidationFailed (code "customer_erased", a message for the whole form) when
+    the customer's personal data was erased: a profile edit, a decision maker, a
+    preference or a contact log entry would bring personal data back onto the anonymised
+    record. Transactions stay allowed (the books keep them)."""
+    if customer.erased_at is not None:
+        raise ValidationFailed.one("", ERASED_MESSAGE, code="customer_erased")
+
+
 @dataclass(frozen=True)
 class TransactionRow:
     transaction: Transaction
@@ -789,7 +802,8 @@ def create_customer(s: Session, data: dict, as_of: dt.date | None = None, region
 def update_customer(s: Session, customer: Customer, data: dict, as_of: dt.date | None = None,
                     region: str | None = None) -> Customer:
     """Change a customer; the same checks and errors as ``create_customer``. Fields not
-    in ``data`` keep their values."""
+    in ``data`` keep their values. Refused (``refuse_if_erased``) for an erased customer."""
+    refuse_if_erased(customer)
     clean = _clean_customer(s, data, customer, as_of, region)
     for key, value in clean.items():
         setattr(customer, key, value)
@@ -851,7 +865,9 @@ def _clean_decision_maker(s: Session, data: dict, region: str | None) -> dict:
 
 def add_decision_maker(s: Session, customer: Customer, data: dict, region: str | None = None) -> CustomerContact:
     """Add a key decision maker (name required, role, phone in E.164) to a company
-    customer. Raises ValidationFailed per field; nothing is written then."""
+    customer. Raises ValidationFailed per field, or for an erased customer
+    (``refuse_if_erased``); nothing is written then."""
+    refuse_if_erased(customer)
     contact = CustomerContact(customer_id=customer.id, **_clean_decision_maker(s, data, region))
     s.add(contact)
     s.flush()
@@ -867,7 +883,8 @@ def update_decision_maker(s: Session, customer: Customer, contact_id: uuid.UUID,
                           region: str | None = None) -> CustomerContact:
     """Change a decision maker's name, role and phone, checked as when adding. Raises
     NotFound for an id not of the customer's decision makers, ValidationFailed per field
-    (nothing is changed then)."""
+    (nothing is changed then), and for an erased customer (``refuse_if_erased``)."""
+    refuse_if_erased(customer)
     contact = get_decision_maker(s, customer, contact_id)
     for key, value in _clean_decision_maker(s, data, region).items():
         setattr(contact, key, value)
@@ -930,7 +947,9 @@ def add_preference(s: Session, customer: Customer, data: dict, recorded_by_id: u
                    recorded_at: dt.datetime) -> Preference:
     """Record a preference: category (PREFERENCE_CATEGORIES), key and value (plain text),
     optional location where it was recorded. Visible at every location of the tenant.
-    Raises ValidationFailed per field; nothing is written then."""
+    Raises ValidationFailed per field, or for an erased customer (``refuse_if_erased``);
+    nothing is written then."""
+    refuse_if_erased(customer)
     errors: dict[str, list] = {}
     category = _check_choice(errors, data, "category", PREFERENCE_CATEGORIES)
     key = _plain(errors, data, "key", 60, required=True)
@@ -1019,7 +1038,9 @@ def log_contact(s: Session, customer: Customer, data: dict, staff_user_id: uuid.
                 now: dt.datetime, tz_name: str) -> ContactLog:
     """Log a call, visit, message or email: channel, occurred_at (a datetime-local value in
     the tenant's zone ``tz_name``; empty means ``now``; not after ``now``), outcome, next
-    step, optional location. Raises ValidationFailed per field; nothing is written then."""
+    step, optional location. Raises ValidationFailed per field, or for an erased customer
+    (``refuse_if_erased``); nothing is written then."""
+    refuse_if_erased(customer)
     entry = ContactLog(customer_id=customer.id, staff_user_id=staff_user_id,
                        **_clean_contact_log(s, data, now, tz_name, default_time=now))
     s.add(entry)
@@ -1052,7 +1073,9 @@ def update_contact_log(s: Session, customer: Customer, entry_id: uuid.UUID, data
     (CONTACT_LOG_EDIT, on the customer) with {field: [old, new]} when anything changed, and
     returns those changes. Raises NotFound for an id not of the customer's log,
     ValidationFailed per field (nothing is changed then). Who may edit is the caller's
-    check (``may_edit_contact_log``)."""
+    check (``may_edit_contact_log``). Refused for an erased customer (``refuse_if_erased``):
+    the entry's outcome and next step were emptied by the erasure and stay so."""
+    refuse_if_erased(customer)
     entry = get_contact_log(s, customer, entry_id)
     clean = _clean_contact_log(s, data, now, tz_name, default_time=None, current_location=entry.location_id)
     # The form shows the time to the minute: an unchanged minute keeps the stored seconds.

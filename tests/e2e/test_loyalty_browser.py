@@ -143,7 +143,7 @@ def test_staff_awards_and_redeems_points_on_a_tablet(page, server):
     # 80 + 20 (a night) earned 23 months ago, 256 + 40 three weeks ago.
     expect(panel).to_contain_text("396")
     expect(panel).to_contain_text("Member")
-    expect(panel).to_contain_text("Needs 704 more points for Silver")
+    expect(panel).to_contain_text("Needs 704 more points to reach Silver")
     expect(panel).to_contain_text("100 points expire on")
     expect(panel).to_contain_text("worth CN¥3.96")
     _fits(page)
@@ -248,7 +248,7 @@ def test_fuller_panels_fit_the_card(page, server):
     panel = page.locator(".loyalty-panel")
     expect(panel).to_contain_text("Gold")
     expect(panel).to_contain_text("Room upgrade when available")
-    expect(panel).to_contain_text("Needs 9,760 more points for Platinum")
+    expect(panel).to_contain_text("Needs 9,760 more points to reach Platinum")
     expect(panel).to_contain_text(re.compile(r"Needs 1,780 more points by .+ to keep Gold"))
     expect(panel).to_contain_text("100 points expire on")
     _fits(page)
