@@ -140,6 +140,38 @@ def _after_request(response):
     return response
 
 
+# The place a front-desk tablet works at: the location of the last visit or redemption
+# recorded on this device, preselected in the next form (a tablet stays at its desk).
+TABLET_LOCATION_COOKIE = "huitou_location"
+
+
+def tablet_location() -> str:
+    """The code of the location this device last recorded at ("" when none)."""
+    return request.cookies.get(TABLET_LOCATION_COOKIE, "")
+
+
+def preselected_location(locations: list, customer=None):
+    """The location a form preselects, of ``locations`` (entries with ``id`` and ``code``):
+    this tablet's, else the only one, else the customer's; None."""
+    here = tablet_location()
+    for e in locations:
+        if here and e.code == here:
+            return e
+    if len(locations) == 1:
+        return locations[0]
+    if customer is not None and customer.location_id:
+        return next((e for e in locations if e.id == customer.location_id), None)
+    return None
+
+
+def remember_tablet_location(response, code: str):
+    """Remember ``code`` as this device's location (a year and a bit); returns ``response``."""
+    if code:
+        response.set_cookie(TABLET_LOCATION_COOKIE, code, max_age=400 * 24 * 3600, httponly=True,
+                            samesite="Lax", secure=request.is_secure)
+    return response
+
+
 def wants_json() -> bool:
     return request.path.startswith("/api/")
 

@@ -14,7 +14,7 @@ from saas import clock
 from saas.customers.models import Customer, Transaction
 from saas.loyalty import ledger, services
 from saas.loyalty.models import LedgerEntry, Reward
-from saas.settings.models import ProgrammeSection, TransactionKind
+from saas.settings.models import Location, ProgrammeSection, TransactionKind
 from tests.conftest import login
 
 DAY = dt.date(2026, 3, 10)
@@ -155,7 +155,7 @@ def test_panel_shows_balance_tier_progress_retention_and_expiry(client, desk):
     assert "Silver" in panel and "Late check-out until 13:00" in panel and "5% off" in panel
     assert "1,150" in panel  # balance
     assert "1,150 redeemable" in panel and "worth CN¥11.50" in panel
-    assert "Needs 3,900 more points for Gold" in panel
+    assert "Needs 3,900 more points to reach Gold" in panel
     since = DAY - dt.timedelta(days=100)
     keep_by = dt.date(since.year + 1, since.month, since.day) - dt.timedelta(days=1)
     assert f"Needs 300 more points by {keep_by:%b} {keep_by.day}, {keep_by.year} to keep Silver" in panel
@@ -168,7 +168,7 @@ def test_panel_shows_balance_tier_progress_retention_and_expiry(client, desk):
 def test_panel_for_a_new_customer_and_in_chinese(client, desk, add_member):
     login(client, desk.staff.email)
     r = client.get(desk.card, headers={"HX-Request": "true"})
-    assert "Member" in r.text and "0 redeemable" in r.text and "Needs 1,000 more points for Silver" in r.text
+    assert "Member" in r.text and "0 redeemable" in r.text and "Needs 1,000 more points to reach Silver" in r.text
     zh = add_member(desk.tenant, "staff", language="zh_CN")
     desk.earn("12800")
     login(client, zh.email)
@@ -288,6 +288,47 @@ def test_refused_redemptions_answer_422_keep_the_input_and_write_nothing(client,
     if data["points"]:
         assert f'value="{data["points"]}"' in r.text
     assert [(e.id, e.points) for e in desk.entries()] == before
+
+
+def test_a_reward_of_one_location_is_redeemed_there_and_the_tablet_remembers_its_place(client, desk):
+    from saas.settings import services as settings_services
+
+    s = desk.session()
+    settings_services.save_entry(s, "locations", {"code": "spa", "name_zh": "水疗中心", "name_en": "Spa wing",
+                                                  "active": True})
+    s.commit()
+    desk.earn("5000")  # 500 points
+    reward = desk.reward(code="t-massage", cost=100, location_codes=["main"])
+    login(client, desk.staff.email)
+    url = f"/customers/{desk.guest.id}/loyalty/redeem"
+    page = client.get(url)
+    assert "only at Main hotel" in page.text and "Where it is redeemed" in page.text
+    assert 'selected value=""' in page.text or '<option selected value="">' in page.text  # no place known yet
+    data = {"reward": str(reward.id), "points": "", "location": "spa", "idempotency_key": key_from(page.text)}
+    refused = client.post(url, data=data)
+    assert refused.status_code == 422
+    assert "This reward is given only at Main hotel: choose where it is redeemed." in refused.text
+    assert desk.entries("redeem") == []
+    data["location"] = ""
+    assert client.post(url, data=data).status_code == 422
+    data["location"] = "main"
+    done = client.post(url, data=data)
+    assert done.status_code == 303 and "huitou_location=main" in done.headers["Set-Cookie"]
+    assert desk.balance() == 400
+    # This tablet redeemed at the main hotel: the next dialog starts there, and so does
+    # the record-visit form.
+    assert re.search(r'<option selected value="main">|<option value="main" selected>', client.get(url).text)
+    ids = desk.read(lambda s: {e.code: str(e.id) for e in s.scalars(select(Location))})
+    visit_url = f"/customers/{desk.guest.id}/transactions/new"
+    visit = client.get(visit_url).text
+    assert re.search(rf'<option selected value="{ids["main"]}">', visit)
+    # A visit recorded at the spa wing moves the tablet there.
+    kind = desk.read(lambda s: s.scalar(select(TransactionKind.id).where(TransactionKind.code == "stay")))
+    recorded = client.post(visit_url, data={"kind_id": str(kind), "occurred_on": DAY.isoformat(), "amount": "100",
+                                            "quantity": "1", "location_id": ids["spa"], "department_id": "",
+                                            "note": ""})
+    assert recorded.status_code == 303 and "huitou_location=spa" in recorded.headers["Set-Cookie"]
+    assert re.search(r'<option selected value="spa">', client.get(url).text)
 
 
 def test_redeem_dialog_in_chinese(client, desk, add_member):

@@ -13,7 +13,7 @@ from saas.auth.models import Role
 from saas.customers.models import Customer, Transaction
 from saas.errors import ValidationFailed
 from saas.loyalty import ledger, services
-from saas.loyalty.models import LedgerEntry, LotAllocation, LoyaltyAccount, Referral, Reward
+from saas.loyalty.models import LedgerEntry, LotAllocation
 from saas.loyalty.programme import Programme
 from saas.settings.models import TransactionKind
 

@@ -9,7 +9,6 @@ import math
 from dataclasses import dataclass
 from decimal import Decimal
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test

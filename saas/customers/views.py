@@ -19,7 +19,7 @@ from saas.formatting import money, number
 from saas.forms import add_errors, apply_errors
 from saas.loyalty import services as loyalty
 from saas.settings import services as settings_services
-from saas.web import access, has_role
+from saas.web import access, has_role, preselected_location, remember_tablet_location
 
 bp = Blueprint("customers", __name__)
 
@@ -55,6 +55,17 @@ def _save_customer(form, save, existing=None):
     elif request.method == "POST":
         _show_duplicates(form, services.find_duplicates(db.session(), form.values(), existing))
     return None
+
+
+def _refused_as_erased(customer, form) -> bool:
+    """For a customer whose personal data was erased: the service's refusal above the form
+    (the template shows no form then) and True; nothing is saved. False otherwise."""
+    try:
+        services.refuse_if_erased(customer)
+    except ValidationFailed as exc:
+        apply_errors(form, exc)
+        return True
+    return False
 
 
 def _active(kind: str) -> list:
@@ -95,12 +106,9 @@ def _customer_form(locations, members, **kwargs) -> CustomerForm:
 
 
 def _default_location(locations: list, customer=None) -> str:
-    """The location preselected in a form: the only one, else the customer's."""
-    if len(locations) == 1:
-        return str(locations[0].id)
-    if customer is not None and customer.location_id and any(e.id == customer.location_id for e in locations):
-        return str(customer.location_id)
-    return ""
+    """The id of the location preselected in a form (saas.web.preselected_location)."""
+    entry = preselected_location(locations, customer)
+    return str(entry.id) if entry is not None else ""
 
 
 def _to_card() -> bool:
@@ -198,8 +206,11 @@ def edit(customer_id: uuid.UUID):
     else:
         form = _customer_form(locations, members)
     as_of = clock.today(g.tenant.timezone)
-    if _save_customer(form, lambda values: services.update_customer(s, customer, values, as_of, g.tenant.country),
-                      customer):
+
+    def update(values):
+        return services.update_customer(s, customer, values, as_of, g.tenant.country)
+
+    if not _refused_as_erased(customer, form) and _save_customer(form, update, customer):
         flash(_("Changes to %(name)s saved.", name=customer.name), "success")
         return redirect(url_for("customers.detail", customer_id=customer.id), 303)
     status = 422 if request.method == "POST" else 200
@@ -232,7 +243,8 @@ def new_transaction(customer_id: uuid.UUID):
             flash(_("Transaction of %(amount)s recorded.", amount=money(tx.amount)) + " "
                   + _("Earned %(n)s points; balance %(balance)s.", n=number(award.points),
                       balance=number(award.balance)), "success")
-            return _back(customer)
+            place = next((e.code for e in locations if e.id == tx.location_id), "")
+            return remember_tablet_location(_back(customer), place)
     status = 422 if request.method == "POST" else 200
     return render_template("customers/transaction_form.html", form=form, customer=customer,
                            to_card=_to_card()), status
@@ -243,8 +255,9 @@ def new_transaction(customer_id: uuid.UUID):
 def _entry_view(customer, form, save, done, title: str, action: str, submit: str):
     """Validate an entry form and ``save(values)``; on success flash ``done(result)`` and go
     back. Otherwise the form on a small page of its own (the guest card's buttons open these;
-    an invalid POST from the customer page answers with it too), 422 after a POST."""
-    if form.validate_on_submit():
+    an invalid POST from the customer page answers with it too), 422 after a POST. For an
+    erased customer nothing new is recorded: the refusal instead of the form."""
+    if not _refused_as_erased(customer, form) and form.validate_on_submit():
         try:
             result = save(form.values())
         except ValidationFailed as exc:

@@ -8,7 +8,7 @@ import uuid
 
 from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, HiddenField, RadioField, StringField, TextAreaField
+from wtforms import BooleanField, HiddenField, RadioField, SelectField, StringField, TextAreaField
 from wtforms.validators import ValidationError
 
 from saas.forms import listed, max_len, required
@@ -53,16 +53,31 @@ class RedeemForm(_KeyedForm):
     reward = RadioField(_l("What to redeem"), **listed())
     points = StringField(_l("Points to pay with"), validators=[_whole_points],
                          render_kw={"inputmode": "numeric", "autocomplete": "off"})
+    location = SelectField(_l("Where it is redeemed"), default="", **listed())
     note = StringField(_l("Note"), validators=[max_len(255)])
 
-    def __init__(self, *args, rewards=(), locale: str = "en", **kwargs):
+    def __init__(self, *args, rewards=(), locations=(), locale: str = "en", **kwargs):
+        """``locations``: the tenant's active locations (code, name)."""
         super().__init__(*args, **kwargs)
+        self._rewards = {str(r.id): r for r in rewards}
+        self._places = dict(locations)
         self.reward.choices = [(str(r.id), r.name_for(locale)) for r in rewards] + \
             [(PAY_WITH_POINTS, str(_l("Pay with points")))]
+        self.location.choices = [("", str(_l("— None —")))] + list(locations)
 
     def validate_points(self, field):
         if self.reward.data == PAY_WITH_POINTS and not (field.data or "").strip():
             raise ValidationError(_l("Enter the number of points to pay with."))
+
+    def validate_location(self, field):
+        reward = self._rewards.get(self.reward.data or "")
+        if reward is not None and reward.location_codes and field.data not in reward.location_codes:
+            raise ValidationError(_l("This reward is given only at %(places)s: choose where it is redeemed.",
+                                     places=self.places_of(reward)))
+
+    def places_of(self, reward) -> str:
+        """The names of the locations a reward is limited to, for the dialog."""
+        return ", ".join(self._places.get(c, c) for c in reward.location_codes)
 
 
 class AdjustForm(_KeyedForm):

@@ -15,7 +15,6 @@ from decimal import Decimal
 from flask import flash, g, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_babel import ngettext
 from flask_login import current_user
 
 from saas import clock, db
@@ -27,10 +26,12 @@ from saas.forms import add_errors
 from saas.loyalty import ledger, services
 from saas.loyalty.card_forms import PAY_WITH_POINTS, AdjustForm, ReasonForm, RedeemForm, new_key, normalize_points
 from saas.loyalty.models import Reward
-from saas.loyalty.programme import Programme, Tier
+from saas.loyalty.programme import Programme
+from saas.loyalty.sentences import keep_tier_sentence, next_tier_sentence
 from saas.loyalty.web import bp
+from saas.settings import services as settings_services
 from saas.settings.models import TransactionKind
-from saas.web import access
+from saas.web import access, preselected_location, remember_tablet_location
 
 HISTORY_ROWS = 50
 # Refusals the ledger names with a code: said above the form, whatever field they concern.
@@ -55,29 +56,10 @@ class Panel:
     perks: str = ""
     progress: str = ""
     progress_percent: int | None = None
-    keep: str = ""
+    keep: str = ""                # what more keeps the tier at its review (by when)
+    kept: str = ""                # or: the tier is kept at the review (a retention threshold is met)
     owes: bool = False
     expiring: list = field(default_factory=list)
-
-
-def _needs(measure: str, value, tier: Tier, locale: str) -> str:
-    name = tier.name_for(locale)
-    if measure == "spend":
-        return _("Needs %(amount)s more spend for %(tier)s", amount=money(value), tier=name)
-    if measure == "visits":
-        return ngettext("Needs %(num)s more visit for %(tier)s", "Needs %(num)s more visits for %(tier)s",
-                        int(value), tier=name)
-    return _("Needs %(n)s more points for %(tier)s", n=number(value), tier=name)
-
-
-def _keep(measure: str, value, tier: Tier, by, locale: str) -> str:
-    name, day = tier.name_for(locale), date(by)
-    if measure == "spend":
-        return _("Needs %(amount)s more spend by %(date)s to keep %(tier)s", amount=money(value), date=day, tier=name)
-    if measure == "visits":
-        return ngettext("Needs %(num)s more visit by %(date)s to keep %(tier)s",
-                        "Needs %(num)s more visits by %(date)s to keep %(tier)s", int(value), date=day, tier=name)
-    return _("Needs %(n)s more points by %(date)s to keep %(tier)s", n=number(value), date=day, tier=name)
 
 
 def panel(s, customer_id: uuid.UUID, as_of) -> Panel:
@@ -88,15 +70,18 @@ def panel(s, customer_id: uuid.UUID, as_of) -> Panel:
     if sm.tier is not None:
         p.tier_name, p.perks = sm.tier.name_for(locale), sm.tier.perks_for(locale)
     if sm.next_tier is not None:
-        p.progress = _needs(sm.measure, sm.next_needed, sm.next_tier, locale)
+        p.progress = next_tier_sentence(sm.measure, sm.next_needed, sm.next_tier.name_for(locale))
         floor = sm.tier.threshold if sm.tier is not None else 0
         span = sm.next_tier.threshold - floor
         if span > 0:
             p.progress_percent = max(0, min(100, int((Decimal(sm.qualifying) - floor) * 100 / span)))
     elif sm.tier is not None:
         p.progress = _("Highest tier")
-    if sm.tier is not None and sm.keep_needed and sm.keep_by is not None:
-        p.keep = _keep(sm.measure, sm.keep_needed, sm.tier, sm.keep_by, locale)
+    if sm.tier is not None and sm.keep_by is not None:
+        if sm.keep_needed:
+            p.keep = keep_tier_sentence(sm.measure, sm.keep_needed, p.tier_name, sm.keep_by, date)
+        elif sm.tier.retention_threshold:
+            p.kept = keep_tier_sentence(sm.measure, 0, p.tier_name, sm.keep_by, date)
     return p
 
 
@@ -198,18 +183,22 @@ def redeem(customer_id: uuid.UUID):
     as_of = _as_of()
     programme = services.programme_of(s)
     rewards = services.list_rewards(s, active_only=True, as_of=as_of)
+    places = [e for e in settings_services.list_entries(s, "locations") if e.active]
+    locations = [(e.code, e.name_for(locale_code())) for e in places]
     # Any reward of the catalogue is a valid choice: one that ran out since the dialog
     # opened is refused by the ledger with its own message.
-    form = RedeemForm(rewards=services.list_rewards(s), locale=locale_code())
+    form = RedeemForm(rewards=services.list_rewards(s), locations=locations, locale=locale_code())
     if request.method == "GET":
         form.idempotency_key.data = new_key()
         form.reward.data = str(rewards[0].id) if rewards else PAY_WITH_POINTS
+        here = preselected_location(places, customer)
+        form.location.data = here.code if here is not None else ""
     if form.validate_on_submit():
         reward = None if form.reward.data == PAY_WITH_POINTS else services.get_reward(s, uuid.UUID(form.reward.data))
         try:
             entry = ledger.redeem(s, programme, customer, as_of, points=None if reward else normalize_points(form.points.data),
                                   reward=reward, staff_user_id=current_user.id, note=form.note.data or "",
-                                  idempotency_key=form.key("redeem"))
+                                  location_code=form.location.data or "", idempotency_key=form.key("redeem"))
         except ValidationFailed as exc:
             db.session().rollback()
             _show_refusal(form, exc, move=("points",) if reward else ())
@@ -220,10 +209,11 @@ def redeem(customer_id: uuid.UUID):
                 what = reward.name_for(locale_code()) if reward else money(entry.cash_value)
                 flash(_("Redeemed %(n)s points for %(what)s.", n=number(-entry.points), what=what) + " "
                       + _balance_message(services.ledger_balance(s, customer.id)), "success")
-                return _back(customer)
+                return remember_tablet_location(_back(customer), form.location.data or "")
     _keyed_form_errors(form)
     status = 422 if request.method == "POST" else 200
     return render_template("loyalty/card/redeem.html", customer=customer, form=form, rewards=rewards,
+                           places=dict(locations), reward_places=form.places_of,
                            panel=panel(s, customer.id, as_of), action=_here(), back=_back_url(customer),
                            value_url=url_for("loyalty.points_value", customer_id=customer.id)), status
 

@@ -384,6 +384,9 @@ def redeem(s: Session, programme: Programme, customer: Customer, as_of: dt.date,
         if not reward_available(reward, as_of, location_code):
             _refuse("reward", _l("This reward cannot be redeemed now (inactive, out of stock or not at this "
                                  "location)."), "reward_unavailable")
+        if reward.location_codes and not location_code:
+            _refuse("location", _l("This reward is given only at %(places)s: name the location where it is "
+                                   "redeemed.", places=", ".join(reward.location_codes)), "reward_unavailable")
         points = reward.points_cost
     pool = lots(s, customer.id)
     owed = sum(left for _, left in debts(s, customer.id))
