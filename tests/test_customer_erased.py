@@ -93,6 +93,15 @@ def test_a_transaction_is_still_recorded(erased, write_session, client, tenant_s
                           "amount": "120", "quantity": "1", "location_id": "", "department_id": "", "note": ""})
     assert r.status_code == 303, r.text
     assert _count(tenant_session(tenant), Transaction, Transaction.customer_id == customer.id) == 1
+    # ... but without a note: erasure cleared the notes, a new one would bring data back.
+    r = client.post(f"/customers/{customer.id}/transactions/new",
+                    data={"kind_id": str(kind.id), "occurred_on": clock.today("Asia/Shanghai").isoformat(),
+                          "amount": "80", "quantity": "1", "location_id": "", "department_id": "",
+                          "note": "Mr. Wang's room 1208"})
+    assert r.status_code == 422
+    assert "This customer&#39;s personal data was erased: leave the note empty." in r.text
+    assert "Mr. Wang&#39;s room 1208" in r.text  # what was typed is kept
+    assert _count(tenant_session(tenant), Transaction, Transaction.customer_id == customer.id) == 1
 
 
 # --- the views answer 422 and write nothing -----------------------------------------------------

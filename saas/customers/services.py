@@ -1226,6 +1226,10 @@ def record_transaction(s: Session, customer: Customer, data: dict, staff_user_id
     note = _text(data, "note")
     if len(note) > 255:
         errors["note"] = [_l("At most %(n)s characters.", n=255)]
+    elif note and customer.erased_at is not None:
+        # Erasure cleared the notes of this customer's transactions; a new one would bring
+        # personal data back (the transaction itself is kept for the books).
+        errors["note"] = [_l("This customer's personal data was erased: leave the note empty.")]
     if errors:
         raise ValidationFailed(errors)
     tx = Transaction(customer_id=customer.id, kind_id=kind.id, occurred_on=occurred_on, amount=amount,
