@@ -421,21 +421,23 @@ def create_transaction(body):
             errors.setdefault("amount", []).extend(m for v in exc.errors.values() for m in v)
         raise ValidationFailed(errors)
     today = clock.today(g.tenant.timezone)
-    programme = loyalty_services.programme_of(s)
-    # The writes begin: on SQLite the lock is taken only now (the reads above stay outside
-    # it). What was read is kept (expire=False): the customer, kind, location and
-    # department for their ids and codes, the programme as parsed; an edit of one of them
-    # in between is as if it had come a moment later. The account is read under the lock.
-    begin_effect(expire=False)
     try:
-        tx = services.record_transaction(s, customer, data, staff_user_id, today)
+        tx = services.new_transaction(s, customer, data, staff_user_id, today)
     except ValidationFailed as exc:
         raise _body_errors(exc) from None
-    if external_id is not None:
-        tx.external_id = external_id
+    tx.external_id = external_id
+    programme = loyalty_services.programme_of(s)
+    # The writes begin: on SQLite the lock is taken only now (the reads and checks above
+    # stay outside it). What was read is kept (expire=False): the customer, kind, location
+    # and department for their ids and codes, the programme as parsed; an edit of one of
+    # them in between is as if it had come a moment later. The account is read under the lock.
+    begin_effect(expire=False)
+    if external_id is None:
+        services.add_transaction(s, tx)
+    else:
         try:
             with s.begin_nested():
-                s.flush()
+                services.add_transaction(s, tx)
         except IntegrityError:
             # Recorded at the same moment by another request with another key.
             raise ValidationFailed.one(

@@ -1191,6 +1191,21 @@ def record_transaction(s: Session, customer: Customer, data: dict, staff_user_id
     """Record a transaction of ``customer``: kind (required, active), occurred_on (a date
     not after ``as_of``), amount, quantity, optional location and department (active) and
     note. Raises ValidationFailed with a message per field; nothing is written then."""
+    return add_transaction(s, new_transaction(s, customer, data, staff_user_id, as_of))
+
+
+def add_transaction(s: Session, tx: Transaction) -> Transaction:
+    """Write a transaction made by ``new_transaction``."""
+    s.add(tx)
+    s.flush()
+    return tx
+
+
+def new_transaction(s: Session, customer: Customer, data: dict, staff_user_id: uuid.UUID | None,
+                    as_of: dt.date) -> Transaction:
+    """The checks of ``record_transaction`` and the transaction they allow, not yet added
+    to the session: a request may check (read) before it takes SQLite's write lock and
+    write after (saas/api/customers.py)."""
     errors: dict[str, list] = {}
 
     def check(field, fn):
@@ -1236,6 +1251,4 @@ def record_transaction(s: Session, customer: Customer, data: dict, staff_user_id
                      quantity=quantity, location_id=location.id if location else None,
                      department_id=department.id if department else None,
                      staff_user_id=staff_user_id, note=note)
-    s.add(tx)
-    s.flush()
     return tx
