@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 import uuid
 from decimal import Decimal
 from pathlib import Path
@@ -595,6 +596,51 @@ def test_every_list_export_is_recorded_with_filters_and_rows(exported, app, add_
                                        "q": ""}, "rows": 1},
     ]
     assert all(e.created_at is not None for e in entries)
+
+
+def test_the_export_log_shows_who_exported_what(exported, app, add_member, client, tenant_session, make_tenant):
+    manager = add_member(exported, "manager")
+    login(client, manager.email)
+    read_csv(client.post("/customers/export.csv", data={"q": " PMS-2 "}))
+    client.post("/transactions/export.xlsx", data={"kind": "stay"})
+    customer = tenant_session(exported).scalar(select(Customer).where(Customer.external_ref == "PMS-1"))
+    assert client.post(f"/customers/{customer.id}/export.json").status_code == 200
+    # Another tenant's export is not listed.
+    other, other_owner = make_tenant("hotel", name="Other Hotel")
+    other_client = app.test_client()
+    login(other_client, other_owner.email)
+    read_csv(other_client.post("/customers/export.csv", data={"q": "secret-filter"}))
+
+    assert 'href="/imports/exports"' in client.get("/imports").text
+    page = client.get("/imports/exports")
+    assert page.status_code == 200
+    text = re.sub(r"\s+", " ", page.text)
+    assert text.count("<tr>") == 4  # the head and three exports
+    assert "Customer list · CSV" in text and "Search: PMS-2" in text
+    assert "Transaction list · XLSX" in text and "Kind: Stay" in text
+    assert f"One customer's data · <a href=\"/customers/{customer.id}\">" in text
+    assert manager.name in text and "secret-filter" not in text
+    # Newest first.
+    assert text.index("One customer's data") < text.index("Transaction list") < text.index("Customer list")
+
+    staff = add_member(exported, "staff")
+    staff_client = app.test_client()
+    login(staff_client, staff.email)
+    assert staff_client.get("/imports/exports").status_code == 403
+
+
+def test_the_export_log_pages_and_ignores_a_bad_cursor(exported, manager_client, monkeypatch):
+    from saas.customers import import_views
+
+    monkeypatch.setattr(import_views, "EXPORT_LOG_ROWS", 2)
+    for q in ("a", "b", "c"):
+        read_csv(manager_client.post("/customers/export.csv", data={"q": q}))
+    first = manager_client.get("/imports/exports").text
+    assert "Search: c" in first and "Search: b" in first and "Search: a" not in first
+    older = re.search(r'href="(/imports/exports\?before=[^"]+)"', first).group(1)
+    second = manager_client.get(older.replace("&amp;", "&")).text
+    assert "Search: a" in second and "Search: b" not in second
+    assert manager_client.get("/imports/exports?before=yesterday").status_code == 200
 
 
 def test_refused_or_abandoned_exports(exported, manager_client, tenant_session, monkeypatch):

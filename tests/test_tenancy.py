@@ -75,6 +75,7 @@ EXPECTED_ACCESS = {
     "imports.export_customers_xlsx": "manager",
     "imports.export_transactions_csv": "manager",
     "imports.export_transactions_xlsx": "manager",
+    "imports.export_log": "manager",
     "records.merge": "manager",
     "records.reassign": "owner",
     "records.export": "manager",

@@ -12,6 +12,7 @@ each recorded in the audit log.
 """
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import uuid
@@ -38,6 +39,7 @@ from saas.auth.models import Role
 from saas.customers import imports, records
 from saas.db import bind_tenant
 from saas.errors import ValidationFailed
+from saas.formatting import locale_code
 from saas.extensions import htmx
 from saas.forms import add_errors, apply_errors, listed
 from saas.web import access
@@ -113,6 +115,40 @@ def index():
     return render_template("imports/index.html", form=form, jobs=imports.recent_jobs(s), kinds=KIND_LABELS,
                            statuses=STATUS_LABELS, kind_codes=_codes("transaction-kinds"),
                            location_codes=_codes("locations")), status
+
+
+# --- who exported what --------------------------------------------------------------------
+
+EXPORT_LOG_ROWS = 100
+EXPORT_WHAT = {"customers_list": _l("Customer list"), "transactions_list": _l("Transaction list"),
+               "customer": _l("One customer's data")}
+EXPORT_FILTERS = {"q": _l("Search"), "from": _l("From date"), "to": _l("To date"), "kind": _l("Kind"),
+                  "location": _l("Location")}
+
+
+@bp.route("/imports/exports")
+@access(Role.manager)
+def export_log():
+    """Every export of personal data (lists and one customer's data), newest first, with
+    who exported it, the format, the filters and the rows: what the audit log keeps."""
+    s = db.session()
+    before = None
+    raw = request.args.get("before", "")
+    if raw:
+        try:
+            before = dt.datetime.fromisoformat(raw)
+        except ValueError:
+            before = None
+        if before is not None and before.tzinfo is None:
+            before = before.replace(tzinfo=dt.timezone.utc)
+    rows = records.export_log(s, EXPORT_LOG_ROWS, before)
+    older = (url_for("imports.export_log", before=rows[-1].entry.created_at.isoformat())
+             if len(rows) == EXPORT_LOG_ROWS else None)
+    # The kind and location filters are stored as codes; shown by their names.
+    names = {"kind": {e.code: e.name_for(locale_code()) for e in _codes("transaction-kinds")},
+             "location": {e.code: e.name_for(locale_code()) for e in _codes("locations")}}
+    return render_template("imports/export_log.html", rows=rows, what=EXPORT_WHAT, filter_labels=EXPORT_FILTERS,
+                           filter_values=names, older=older, first_page=before is None)
 
 
 def _codes(kind: str) -> list:

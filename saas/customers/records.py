@@ -527,6 +527,29 @@ def customer_audit_log(s: Session, customer_id: uuid.UUID) -> list[AuditRow]:
     return [AuditRow(e, actors.get(e.actor_user_id)) for e in entries]
 
 
+@dataclass(frozen=True)
+class ExportRow:
+    entry: AuditEntry
+    actor: User | None
+    customer: Customer | None  # the one customer of a personal-data export
+
+
+def export_log(s: Session, limit: int = 100, before: dt.datetime | None = None) -> list[ExportRow]:
+    """The bound tenant's exports of personal data, newest first: list exports (customers,
+    transactions: format, filters, rows) and one customer's data, with who exported;
+    at most ``limit``, older than ``before`` when given (the next page)."""
+    q = select(AuditEntry).where(AuditEntry.action == "export")
+    if before is not None:
+        q = q.where(AuditEntry.created_at < before)
+    entries = list(s.scalars(q.order_by(AuditEntry.created_at.desc(), AuditEntry.id.desc()).limit(limit)))
+    actor_ids = {e.actor_user_id for e in entries if e.actor_user_id}
+    actors = {u.id: u for u in s.scalars(select(User).where(User.id.in_(actor_ids)))} if actor_ids else {}
+    customer_ids = {e.object_id for e in entries if e.object_type == "customer" and e.object_id}
+    customers = ({c.id: c for c in s.scalars(select(Customer).where(Customer.id.in_(customer_ids)))}
+                 if customer_ids else {})
+    return [ExportRow(e, actors.get(e.actor_user_id), customers.get(e.object_id)) for e in entries]
+
+
 def user_names(s: Session, ids) -> dict[str, str]:
     """Names of users by their id as a string (for audit details, which store strings)."""
     uuids = set()
