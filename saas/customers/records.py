@@ -550,14 +550,22 @@ def export_log(s: Session, limit: int = 100, before: dt.datetime | None = None) 
     return [ExportRow(e, actors.get(e.actor_user_id), customers.get(e.object_id)) for e in entries]
 
 
+def member_names(s: Session, user_ids) -> dict[uuid.UUID, str]:
+    """The names of the given users who are (or were) members of the bound tenant."""
+    ids = {i for i in user_ids if i is not None}
+    if not ids:
+        return {}
+    q = (select(User.id, User.name).join(Membership, Membership.user_id == User.id)
+         .where(User.id.in_(ids)))
+    return {uid: name for uid, name in s.execute(q)}
+
+
 def user_names(s: Session, ids) -> dict[str, str]:
-    """Names of users by their id as a string (for audit details, which store strings)."""
+    """``member_names`` by the id as a string (audit details store strings)."""
     uuids = set()
     for raw in ids:
         try:
             uuids.add(uuid.UUID(str(raw)))
         except ValueError:
             continue
-    if not uuids:
-        return {}
-    return {str(u.id): u.name for u in s.scalars(select(User).where(User.id.in_(uuids)))}
+    return {str(k): v for k, v in member_names(s, uuids).items()}

@@ -20,6 +20,7 @@ from saas import clock
 from saas.auth.models import Membership, Tenant, User
 from saas.customers.models import ContactLog, Customer, CustomerContact, Preference, Transaction
 from saas.customers.records import CONTACT_LOG_EDIT, write_audit
+from saas.customers.records import member_names as user_names
 from saas.db import bound_tenant_id
 from saas.errors import NotFound, ValidationFailed
 from saas.migrate import PHONE_GRAM, PHONE_GRAMS_TABLE
@@ -525,16 +526,6 @@ def active_members(s: Session) -> list[User]:
     q = (select(User).join(Membership, Membership.user_id == User.id)
          .where(Membership.active.is_(True)).order_by(User.name, User.id))
     return list(s.scalars(q))
-
-
-def user_names(s: Session, user_ids) -> dict[uuid.UUID, str]:
-    """The names of the given users who are (or were) members of the bound tenant."""
-    ids = {i for i in user_ids if i is not None}
-    if not ids:
-        return {}
-    q = (select(User.id, User.name).join(Membership, Membership.user_id == User.id)
-         .where(User.id.in_(ids)))
-    return {uid: name for uid, name in s.execute(q)}
 
 
 # --- customers ------------------------------------------------------------------------
