@@ -84,6 +84,16 @@ def test_read_table_detects_encoding_delimiter_and_xlsx():
         headers, data = imports.read_table("x.csv", content)
         assert headers == ["姓名", "手机"]
         assert [r for r in data] == rows[1:]
+    # Short files in the encodings a Chinese business's spreadsheets come in, and one from
+    # Europe: charset-normalizer alone reads the first (GBK) as Thai and Big5 decodes,
+    # wrongly, as GB18030.
+    for encoding, table in (
+            ("gbk", [["客户编号", "姓名", "手机"], ["A-1", "王伟", "13812345678"], ["A-3", "李娜", "12"]]),
+            ("big5", [["客戶編號", "姓名", "手機"], ["A-1", "陳大文", "0912345678"], ["A-2", "林小美", "0987654321"]]),
+            ("cp1252", [["ref", "name", "city"], ["A-1", "Jürgen Müller", "München"],
+                        ["A-2", "François Lefèvre", "Besançon"]])):
+        headers, data = imports.read_table("x.csv", csv_bytes(table, encoding))
+        assert [headers, *data] == table, encoding
     wb = openpyxl.Workbook()
     wb.active.append(["姓名", "生日", None])
     wb.active.append(["王小明", dt.datetime(1980, 5, 6), None])

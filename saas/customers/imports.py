@@ -259,6 +259,30 @@ def read_table(filename: str, content: bytes) -> tuple[list[str], Iterator[list]
     return headers, rows
 
 
+# How much more "chaos" (charset-normalizer's measure of implausible text) a Chinese
+# reading may have than the best reading and still win: a short GBK file can read as
+# Thai (cp874) with slightly less chaos, and for this product's users Chinese is likelier.
+_CHINESE_MARGIN = 0.05
+
+
+def _is_chinese(encoding: str) -> bool:
+    name = encoding.replace("_", "").lower()
+    return name in ("gb2312", "gbk", "gb18030", "hz") or name.startswith("big5")
+
+
+def _guess_encoding(sample: bytes) -> str:
+    """charset-normalizer's best guess, except that a Chinese encoding among its readings
+    within _CHINESE_MARGIN of the best is preferred; "" when it has none."""
+    results = charset_normalizer.from_bytes(sample)
+    best = results.best()
+    if best is None:
+        return ""
+    for match in results:
+        if _is_chinese(match.encoding) and match.chaos <= best.chaos + _CHINESE_MARGIN:
+            return match.encoding
+    return best.encoding
+
+
 def decode_text(content: bytes) -> str:
     """The text of a CSV file in whatever encoding it came in; raises ValidationFailed."""
     if content.startswith(codecs.BOM_UTF8):
@@ -271,11 +295,13 @@ def decode_text(content: bytes) -> str:
             return content.decode("utf-8")
         except UnicodeDecodeError:
             pass
-        best = charset_normalizer.from_bytes(content[:500_000]).best()
-        guess = (best.encoding if best else "") or ""
+        guess = _guess_encoding(content[:500_000])
         # Excel in China saves "CSV" in GBK; GB18030 is its superset and decodes GB2312 too.
-        if guess.replace("_", "").lower() in ("gb2312", "gbk", "gb18030", "hz", "") or guess.startswith("big5"):
-            encodings = ["gb18030"] + ([guess] if guess.startswith("big5") else [])
+        # Big5 bytes mostly decode as GB18030 too, into the wrong characters: Big5 first.
+        if guess.startswith("big5"):
+            encodings = [guess, "gb18030"]
+        elif not guess or _is_chinese(guess):
+            encodings = ["gb18030"]
         else:
             encodings = [guess, "gb18030"]
     for encoding in encodings:
