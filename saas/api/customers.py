@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from flask import g, request, url_for
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -191,13 +191,17 @@ def _page_arg() -> int:
     return max(1, int(raw)) if len(raw) <= 9 else 10**9
 
 
+# Built once: every transaction pushed through the API looks its customer up.
+_CUSTOMER_BY_REF = select(Customer).where(Customer.external_ref == bindparam("ref"))
+
+
 def _customer_by_ref(s: Session, ref: str) -> Customer | None:
     """The bound tenant's customer with this ref; for a customer merged into another, the
     survivor (whose own ref may differ). None when there is none."""
     ref = (ref or "").strip()
     if not ref or len(ref) > REF_MAX:
         return None
-    customer = s.scalar(select(Customer).where(Customer.external_ref == ref))
+    customer = s.scalar(_CUSTOMER_BY_REF, {"ref": ref})
     for _hop in range(10):  # merges re-point chains to the survivor; this is a safety net
         if customer is None or customer.merged_into_id is None:
             break

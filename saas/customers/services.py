@@ -1173,8 +1173,12 @@ def parse_quantity(raw) -> int:
 
 def default_kind(s: Session) -> TransactionKind | None:
     """The kind preselected when recording a transaction."""
-    return s.scalars(select(TransactionKind).where(TransactionKind.active.is_(True))
-                     .order_by(TransactionKind.is_default.desc(), TransactionKind.position)).first()
+    return s.scalars(_DEFAULT_KIND).first()
+
+
+# Built once: every transaction pushed through the API without a kind asks.
+_DEFAULT_KIND = (select(TransactionKind).where(TransactionKind.active.is_(True))
+                 .order_by(TransactionKind.is_default.desc(), TransactionKind.position))
 
 
 def record_transaction(s: Session, customer: Customer, data: dict, staff_user_id: uuid.UUID | None,

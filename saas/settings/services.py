@@ -11,7 +11,7 @@ import uuid
 import zoneinfo
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from saas import LANGUAGES
@@ -441,9 +441,14 @@ def tenant_of_key(full_key: str) -> uuid.UUID | None:
 def api_key_and_tenant(s: Session, full_key: str) -> tuple[ApiKey, Tenant] | None:
     """The active key of the bound tenant matching ``full_key`` and its tenant (one
     statement: every API request asks), or None."""
-    row = s.execute(select(ApiKey, Tenant).join(Tenant, Tenant.id == ApiKey.tenant_id)
-                    .where(ApiKey.key_hash == _hash_key(full_key), ApiKey.revoked_at.is_(None))).first()
+    row = s.execute(_KEY_AND_TENANT, {"key_hash": _hash_key(full_key)}).first()
     return (row[0], row[1]) if row else None
+
+
+# Built once (every API request runs it): constructing the statement cost more than
+# executing it. The tenancy listener still scopes it to the bound tenant.
+_KEY_AND_TENANT = (select(ApiKey, Tenant).join(Tenant, Tenant.id == ApiKey.tenant_id)
+                   .where(ApiKey.key_hash == bindparam("key_hash"), ApiKey.revoked_at.is_(None)))
 
 
 def verify_api_key(s: Session, full_key: str) -> ApiKey | None:
