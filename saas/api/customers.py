@@ -25,6 +25,7 @@ from saas.customers import services
 from saas.customers.models import Customer, Transaction
 from saas.db import bound_tenant_id
 from saas.errors import NotFound, ValidationFailed
+from saas.loyalty import ledger as loyalty_ledger
 from saas.loyalty import services as loyalty_services
 from saas.settings.models import Department, Location, TransactionKind
 from saas.web import API, access, json_error
@@ -431,10 +432,14 @@ def create_transaction(body):
         raise _body_errors(exc) from None
     tx.external_id = external_id
     programme = loyalty_services.programme_of(s)
+    referral = (loyalty_ledger.referral_of(s, customer.id)
+                if programme.referrer_points or programme.referred_points else None)
     # The writes begin: on SQLite the lock is taken only now (the reads and checks above
     # stay outside it). What was read is kept (expire=False): the customer, kind, location
-    # and department for their ids and codes, the programme as parsed; an edit of one of
-    # them in between is as if it had come a moment later. The account is read under the lock.
+    # and department for their ids and codes, the programme as parsed, the referral; an
+    # edit of one of them in between is as if it had come a moment later (a referral
+    # recorded meanwhile is rewarded with the next transaction). The account, and whether
+    # a referral's rewards were given, are read under the lock.
     begin_effect(expire=False)
     if external_id is None:
         services.add_transaction(s, tx)
@@ -446,7 +451,8 @@ def create_transaction(body):
             # Recorded at the same moment by another request with another key.
             raise ValidationFailed.one(
                 "external_id", _l("A transaction with this external id has already been recorded.")) from None
-    awarded = loyalty_services.award(s, tx, customer, staff_user_id, today, programme, fresh=True)
+    awarded = loyalty_services.award(s, tx, customer, staff_user_id, today, programme, fresh=True,
+                                     referral=referral)
     # The codes of the entries looked up above (not every entry of each list: this is the hot path).
     codes = [{e.id: e.code} if e is not None else {} for e in (kind, location, department)]
     return {**transaction_json(tx, customer.external_ref, *codes),

@@ -21,7 +21,7 @@ from saas.auth.models import Membership, Tenant, User
 from saas.customers.models import ContactLog, Customer, CustomerContact, Preference, Transaction
 from saas.customers.records import CONTACT_LOG_EDIT, write_audit
 from saas.customers.records import member_names as user_names
-from saas.db import bound_tenant_id
+from saas.db import bound_tenant_id, insert_now
 from saas.errors import NotFound, ValidationFailed
 from saas.migrate import PHONE_GRAM, PHONE_GRAMS_TABLE
 from saas.settings.models import Department, Location, TransactionKind
@@ -1190,9 +1190,8 @@ def record_transaction(s: Session, customer: Customer, data: dict, staff_user_id
 
 
 def add_transaction(s: Session, tx: Transaction) -> Transaction:
-    """Write a transaction made by ``new_transaction``."""
-    s.add(tx)
-    s.flush()
+    """Write a transaction made by ``new_transaction`` (at once, one INSERT)."""
+    insert_now(s, tx)
     return tx
 
 

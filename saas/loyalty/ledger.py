@@ -20,11 +20,12 @@ from decimal import Decimal
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import bindparam, exists, func, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from saas.auth.models import Role
 from saas.clock import now_utc
 from saas.customers.models import Customer, Transaction
-from saas.db import bound_tenant_id, new_id
+from saas.db import bound_tenant_id, insert_now, new_id
 from saas.errors import NotFound, ValidationFailed
 from saas.loyalty.models import LOT_KINDS, LedgerEntry, LotAllocation, LoyaltyAccount, Referral, Reward
 from saas.loyalty.programme import MAX_POINTS, Programme, add_months
@@ -90,13 +91,12 @@ def ledger_sum(s: Session, customer_id: uuid.UUID) -> int:
 def lock_account(s: Session, customer_id: uuid.UUID) -> LoyaltyAccount:
     """The customer's account, locked for this transaction (created on first use), read
     afresh (an account loaded before the lock may be stale)."""
-    q = select(LoyaltyAccount).where(LoyaltyAccount.customer_id == customer_id).execution_options(
-        populate_existing=True)
+    params = {"customer_id": customer_id}
     if s.connection().dialect.name == "postgresql":
-        s.execute(select(Customer.id).where(Customer.id == customer_id).with_for_update(key_share=True))  # FOR NO KEY UPDATE
-        acc = s.scalar(q.with_for_update())
+        s.execute(_LOCK_CUSTOMER, params)
+        acc = s.scalar(_ACCOUNT_FOR_UPDATE, params)
     else:
-        acc = s.scalar(q)
+        acc = s.scalar(_ACCOUNT_OF, params)
     if acc is None:
         acc = LoyaltyAccount(customer_id=customer_id, balance=0, tier_code="")
         s.add(acc)
@@ -104,12 +104,30 @@ def lock_account(s: Session, customer_id: uuid.UUID) -> LoyaltyAccount:
     return acc
 
 
+_ACCOUNT = LoyaltyAccount.__table__
+_MOVE_BALANCE = update(_ACCOUNT).where(
+    _ACCOUNT.c.tenant_id == bindparam("t"), _ACCOUNT.c.id == bindparam("a")).values(
+    balance=_ACCOUNT.c.balance + bindparam("points"), updated_at=bindparam("now"))
+
+
+# Built once (every award locks an account).
+_ACCOUNT_OF = select(LoyaltyAccount).where(LoyaltyAccount.customer_id == bindparam("customer_id")).execution_options(
+    populate_existing=True)
+_ACCOUNT_FOR_UPDATE = _ACCOUNT_OF.with_for_update()
+_LOCK_CUSTOMER = select(Customer.id).where(Customer.id == bindparam("customer_id")).with_for_update(
+    key_share=True)  # FOR NO KEY UPDATE
+
+
 def _post(s: Session, acc: LoyaltyAccount, kind: str, points: int, on: dt.date, **fields) -> LedgerEntry:
+    """A ledger entry and the account's balance moved by its points, written at once (Core
+    statements: the unit of work cost more than both, under SQLite's write lock)."""
     entry = LedgerEntry(id=new_id(), customer_id=acc.customer_id, kind=kind, points=points, occurred_on=on,
                         **fields)
-    s.add(entry)
-    acc.balance += points
-    acc.updated_at = now_utc()
+    insert_now(s, entry)  # flushes first what is pending: the (locked) account among it
+    now = now_utc()
+    s.connection().execute(_MOVE_BALANCE, {"t": acc.tenant_id, "a": acc.id, "points": points, "now": now})
+    set_committed_value(acc, "balance", acc.balance + points)
+    set_committed_value(acc, "updated_at", now)
     return entry
 
 
@@ -253,6 +271,16 @@ def refresh_tier(s: Session, programme: Programme, acc: LoyaltyAccount, as_of: d
 
 # --- earning ------------------------------------------------------------------------------
 
+# ``award_for_transaction(referral=UNREAD)``: not read by the caller.
+UNREAD = object()
+_REFERRAL_OF = select(Referral).where(Referral.customer_id == bindparam("customer_id"))
+
+
+def referral_of(s: Session, customer_id: uuid.UUID) -> Referral | None:
+    """Who referred the customer (their Referral), or None."""
+    return s.scalar(_REFERRAL_OF, {"customer_id": customer_id})
+
+
 @dataclass
 class Award:
     points: int
@@ -263,12 +291,14 @@ class Award:
 
 def award_for_transaction(s: Session, programme: Programme, tx: Transaction, customer: Customer,
                           kind_code: str, location_code: str, department_code: str,
-                          staff_user_id: uuid.UUID | None, as_of: dt.date, fresh: bool = False) -> Award:
+                          staff_user_id: uuid.UUID | None, as_of: dt.date, fresh: bool = False,
+                          referral: Referral | None | object = UNREAD) -> Award:
     """Credit what ``tx`` earns (once: the entries carry keys made from its id), the
     birthday-month bonus and the referral rewards it triggers; then upgrade the tier.
     ``fresh``: ``tx`` was recorded in this database transaction, so nothing can have been
     credited for it yet (its own key is not looked up; a second call would meet the
-    unique key instead)."""
+    unique key instead). ``referral``: the customer's (``referral_of``), when the caller
+    read it before it took the write lock; whether its rewards were given is read here."""
     acc = lock_account(s, customer.id)
     if not acc.tier_code or (acc.tier_review_on is not None and acc.tier_review_on <= as_of):
         refresh_tier(s, programme, acc, as_of)  # a review is due: the tier multiplier may change
@@ -287,7 +317,7 @@ def award_for_transaction(s: Session, programme: Programme, tx: Transaction, cus
         credit(acc, programme.birthday_bonus, f"birthday:{customer.id}:{on.year}", "birthday",
                {"bonus": programme.birthday_bonus})
     if programme.referrer_points or programme.referred_points:
-        ref = s.scalar(select(Referral).where(Referral.customer_id == customer.id))
+        ref = referral_of(s, customer.id) if referral is UNREAD else referral
         keys = (f"referral:{customer.id}:referred", f"referral:{customer.id}:referrer")
         if ref is not None and all(_existing(s, k) is None for k in keys):
             credit(acc, programme.referred_points, keys[0], "referral", {})

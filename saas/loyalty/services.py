@@ -184,11 +184,12 @@ def _codes(s: Session, tx: Transaction) -> tuple[str, str, str]:
 
 
 def award(s: Session, tx: Transaction, customer: Customer, staff_user_id: uuid.UUID | None,
-          as_of: dt.date, programme: Programme | None = None, fresh: bool = False) -> ledger.Award:
+          as_of: dt.date, programme: Programme | None = None, fresh: bool = False,
+          referral=ledger.UNREAD) -> ledger.Award:
     """Credit the points a newly recorded transaction earns (by ``programme``, read
-    before when the caller has it; ``fresh``: see ``ledger.award_for_transaction``)."""
+    before when the caller has it; ``fresh``, ``referral``: see ``ledger.award_for_transaction``)."""
     return ledger.award_for_transaction(s, programme or programme_of(s), tx, customer, *_codes(s, tx),
-                                        staff_user_id, as_of, fresh)
+                                        staff_user_id, as_of, fresh, referral)
 
 
 def reverse(s: Session, tx: Transaction, staff_user_id: uuid.UUID | None, reason: str,
@@ -239,7 +240,7 @@ def set_referrer(s: Session, customer: Customer, referrer: Customer, recorded_by
 
 
 def referrer_of(s: Session, customer_id: uuid.UUID) -> Customer | None:
-    ref = s.scalar(select(Referral).where(Referral.customer_id == customer_id))
+    ref = ledger.referral_of(s, customer_id)
     return s.get(Customer, (ref.tenant_id, ref.referrer_id)) if ref else None
 
 
