@@ -684,6 +684,9 @@ def _run(overrides, database, customers, requests, clients, workers, threads, wa
             run_load(http, bare_reqs[:warmup], clients)
             out["bare"] = summarize(run_load(http, bare_reqs[warmup:], clients), 201)
     log(f"   {out['bare']}")
+    if database == "sqlite":
+        out["raw_sql"] = _raw_sql_target(info, db_file(overrides), customers, clients, workers, threads, rng, day,
+                                         logs, load_with if use_wrk else None, requests, warmup, log)
     out["ratio_rps"] = round(out["bare"]["rps"] / max(out["award"]["rps"], 1e-9), 1)
     out["ratio_p50"] = round(out["award"]["p50"] / max(out["bare"]["p50"], 1e-9), 1)
 
@@ -701,6 +704,40 @@ def _run(overrides, database, customers, requests, clients, workers, threads, wa
     return out
 
 
+def db_file(overrides: dict) -> Path:
+    return Path(overrides["DATABASE_URL"].removeprefix("sqlite:///"))
+
+
+def _raw_sql_target(info, db_path: Path, customers, clients, workers, threads, rng, day, logs, load_with,
+                    requests, warmup, log) -> dict:
+    """The award's own SQL replayed on the raw driver in a bare route (bench/award_sql.py),
+    on a copy of the database, served and loaded like the award API."""
+    from bench import award_sql
+
+    copy = db_path.with_name(db_path.stem + "-raw-sql.db")
+    award_sql.copy_database(db_path, copy)
+    recorded = copy.with_suffix(".json")
+    log("== the award's SQL on the raw driver: recording 300 awards, then replaying them in a bare route")
+    prime = [(m, url, {**body, "customer_ref": f"C-{i:06d}"}, headers) for i, (m, url, body, headers)
+             in enumerate(award_requests(info["key"], customers, customers, rng, day), 1)]
+    award_sql.capture({**info["overrides"], "DATABASE_URL": f"sqlite:///{copy}"}, prime,
+                      award_requests(info["key"], customers, 300, rng, day), recorded)
+    spec = f"bench.award_sql:raw_app({str(copy)!r}, {str(recorded)!r})"
+    with gunicorn_server(spec, logs / "raw-sql-server.log", workers=workers, threads=threads, probe="/") as base:
+        if load_with is not None:
+            _warm, raw = load_with(base, WRK_BARE, "raw-sql")
+            out = {k: raw[k] for k in ("requests", "seconds", "rps", "p50", "p90", "p99", "max", "mean", "errors")}
+        else:
+            http = Http(base)
+            reqs = [("POST", "/bare", b, {}) for _m, _p, b, _h in award_requests(info["key"], customers,
+                                                                                  requests + warmup, rng, day)]
+            run_load(http, reqs[:warmup], clients)
+            out = summarize(run_load(http, reqs[warmup:], clients), 201)
+    out["server_problems"] = server_problems(logs / "raw-sql-server.log")[:10]
+    log(f"   {out}")
+    return out
+
+
 def render(r: dict) -> list[str]:
     a, b, led, prof = r["award"], r["bare"], r["ledger"], r["profile"]
     goal_ok = a["rps"] >= 1500 and a["p99"] < 100 and a["errors"] == 0
@@ -714,12 +751,26 @@ def render(r: dict) -> list[str]:
            f"with the same load. Milliseconds at the client."), "",
            "| target | requests | seconds | requests/s | p50 | p90 | p99 | max | errors |",
            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for name, st in (("`POST /api/v1/transactions` (award)", a), ("bare Flask route", b)):
+    targets = [("`POST /api/v1/transactions` (award)", a), ("bare Flask route", b)]
+    if r.get("raw_sql"):
+        targets.append(("bare route replaying an award's SQL on the raw driver", r["raw_sql"]))
+    for name, st in targets:
         out.append(f"| {name} | {st['requests']:,} | {st['seconds']} | **{st['rps']:,}** | {st['p50']} | {st['p90']} "
                    f"| {st['p99']} | {st['max']} | {st['errors']} |")
     out += ["", (f"Ratio: the bare route serves x{r['ratio_rps']} the requests per second; award p50 is "
             f"x{r['ratio_p50']} the bare p50. Goal (on SQLite: >= 1,500 awards/s, p99 < 100 ms, no errors): "
             f"**{'met' if goal_ok else 'not met'}**."), ""]
+    if r.get("raw_sql"):
+        raw = r["raw_sql"]
+        out += [(f"The third row is the ceiling of this stack on this machine: the bare route replaying, per "
+                 f"request, the SQL statements one award sent to the driver (recorded from the app, the same "
+                 f"order, pragmas and writers' queue, new ids; bench/award_sql.py) on Python's `sqlite3`, with "
+                 f"none of the app's own Python. It serves x{raw['rps'] / max(a['rps'], 1e-9):.1f} the awards "
+                 f"per second of the app"
+                 + (f"; errors: {raw['errors']}, server log: {raw['server_problems'][:2]}"
+                    if raw["errors"] or raw["server_problems"] else "")
+                 + ". (Recorded once every customer had its loyalty account: a little less work than "
+                   "the award run, where first awards create accounts.)"), ""]
     if a["errors"]:
         out.append(f"Award errors by status: {a['statuses']}; first: {a['sample_errors']}.")
     out.append("Server log problems (tracebacks, `database is locked`, worker timeouts): "

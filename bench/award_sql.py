@@ -1,0 +1,200 @@
+"""The award's own SQL on the raw driver: what SQLite and the serving stack alone allow.
+
+Awards made through the app (in-process, the Flask test client) are recorded statement by
+statement as the driver received them: the SQL text, the parameters after SQLAlchemy's
+type processing, BEGIN, COMMIT and ROLLBACK. A bare Flask route (``raw_app``) then replays
+one recorded award per request on a ``sqlite3`` connection of its process: the same
+statements in the same order, with the same pragmas and the same writers' queue
+(``saas.db._QueuedWriters``), new ids and keys in place of the recorded ones (the rows are
+real rows: the unique keys, the foreign keys and the ledger's triggers all apply).
+
+Served with gunicorn like the app and loaded the same way, it answers how many awards per
+second SQLite, gunicorn and Flask could serve on this machine if the application's own
+Python (SQLAlchemy's ORM, the tenancy listeners, Babel, the JSON schema, the points rules)
+cost nothing: the ceiling any award path built on this stack can reach here.
+
+It writes into its own copy of the bench database; nothing it writes is verified.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import uuid
+from pathlib import Path
+
+_INSERT = re.compile(r'^\s*INSERT INTO\s+"?(\w+)"?\s*\(([^)]*)\)', re.IGNORECASE)
+# The columns whose recorded values must be new in every replay (unique per tenant).
+_FRESH = {"id", "key"}
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """A consistent copy of the SQLite database ``source`` at ``target`` (the backup API)."""
+    for suffix in ("", "-wal", "-shm", "-writers"):
+        Path(str(target) + suffix).unlink(missing_ok=True)
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+def capture(overrides: dict, prime: list, requests: list, path: Path) -> int:
+    """Make the awards ``prime`` and then ``requests`` (see ``bench.award.award_requests``)
+    through the app of ``overrides``, one at a time, and write what each of ``requests``
+    sent to the driver to ``path`` (JSON: a list of awards, each a list of ``[sql,
+    params]``; ``sql`` "COMMIT" / "ROLLBACK" for the transaction ends). ``prime``, made
+    unrecorded, should give every customer its loyalty account: a replay cannot create
+    an account twice. Returns how many were recorded."""
+    from sqlalchemy import event
+
+    from saas import create_app
+
+    app = create_app({**overrides, "TESTING": True})
+    engine = app.extensions["huitou_db"].engine
+    client = app.test_client()
+    current: list | None = None
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        if current is not None:
+            if executemany:
+                raise RuntimeError("award_sql.capture: executemany is not replayed")
+            current.append([statement, list(parameters or ())])
+
+    def ended(name):
+        def listener(conn):
+            if current is not None:
+                current.append([name, []])
+        return listener
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "commit", ended("COMMIT"))
+    event.listen(engine, "rollback", ended("ROLLBACK"))
+    awards = []
+    try:
+        for i, (_m, url, body, headers) in enumerate(prime + requests):
+            current = [] if i >= len(prime) else None
+            r = client.post(url, json=body, headers=headers)
+            if r.status_code != 201:
+                raise RuntimeError(f"award_sql.capture: {r.status_code} {r.text[:300]}")
+            if current is not None:
+                awards.append(current)
+            current = None
+    finally:
+        engine.dispose()
+    for award in awards:
+        for _sql, params in award:
+            for v in params:
+                if not isinstance(v, (str, int, float, type(None))):
+                    raise RuntimeError(f"award_sql.capture: a parameter of type {type(v).__name__}")
+    path.write_text(json.dumps(awards))
+    return len(awards)
+
+
+def fresh_values(award: list) -> list[str]:
+    """The recorded values that must be new in a replay: the ids and keys the award's
+    INSERTs wrote (a UUID as the driver got it, 32 hex digits, or any other string)."""
+    out = []
+    for sql, params in award:
+        m = _INSERT.match(sql)
+        if not m:
+            continue
+        columns = [c.strip().strip('"') for c in m.group(2).split(",")]
+        for column, value in zip(columns, params):
+            if column in _FRESH and isinstance(value, str) and value not in out:
+                out.append(value)
+    return out
+
+
+def renamed(award: list, olds: list[str]) -> list:
+    """``award`` with each of ``olds`` replaced by a new value wherever it occurs in a
+    string parameter (a UUID also in its dashed form: keys and stored answers embed it)."""
+    pairs = []
+    for old in olds:
+        new = uuid.uuid4().hex
+        pairs.append((old, new))
+        if re.fullmatch(r"[0-9a-f]{32}", old):
+            pairs.append((str(uuid.UUID(hex=old)), str(uuid.UUID(hex=new))))
+    out = []
+    for sql, params in award:
+        if params:
+            fixed = []
+            for v in params:
+                if isinstance(v, str):
+                    for old, new in pairs:
+                        if old in v:
+                            v = v.replace(old, new)
+                fixed.append(v)
+            params = fixed
+        out.append((sql, params))
+    return out
+
+
+def connect(db_path: str) -> sqlite3.Connection:
+    """A connection as the app's engine makes it (saas.db.make_engine): the writers' queue,
+    WAL, foreign keys, synchronous=NORMAL, a 30 s busy timeout; BEGIN stated explicitly."""
+    from saas.db import _QueuedWriters
+
+    conn = sqlite3.connect(db_path, timeout=30, factory=_QueuedWriters, isolation_level=None,
+                           check_same_thread=False)
+    for pragma in ("foreign_keys=ON", "journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000"):
+        conn.execute(f"PRAGMA {pragma}")
+    return conn
+
+
+def replay(conn: sqlite3.Connection, award: list) -> None:
+    """Run one award's statements (``renamed`` first) on ``conn``, as the app ran them."""
+    cur = conn.cursor()
+    try:
+        for sql, params in award:
+            if sql == "COMMIT":
+                conn.commit()
+            elif sql == "ROLLBACK":
+                conn.rollback()
+            else:
+                if sql.startswith("BEGIN IMMEDIATE"):
+                    conn.wait_turn()
+                cur.execute(sql, params)
+                cur.fetchall()
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        conn.end_turn()
+        raise
+    finally:
+        cur.close()
+
+
+def raw_app(db_path: str, capture_path: str):
+    """A bare Flask app whose ``POST /bare`` reads the JSON body, replays the next recorded
+    award on the raw driver and answers JSON (gunicorn: ``bench.award_sql:raw_app(...)``)."""
+    import itertools
+    import threading
+
+    from flask import Flask, request
+
+    awards = json.loads(Path(capture_path).read_text())
+    olds = [fresh_values(a) for a in awards]
+    app = Flask("raw-award")
+    local = threading.local()
+    turn = itertools.count()
+
+    def connection() -> sqlite3.Connection:
+        conn = getattr(local, "conn", None)
+        if conn is None:  # per thread of each worker (after the fork)
+            conn = local.conn = connect(db_path)
+        return conn
+
+    @app.post("/bare")
+    def bare():
+        body = request.get_json()
+        i = next(turn) % len(awards)
+        replay(connection(), renamed(awards[i], olds[i]))
+        return {"ok": True, "customer_ref": body.get("customer_ref")}, 201
+
+    @app.get("/")
+    def index():
+        return "ok"
+
+    return app
