@@ -1,0 +1,44 @@
+"""bench/award_sql.py: a replayed award writes new ids and keys wherever the recorded ones occur."""
+import uuid
+
+from bench.award_sql import fresh_values, renamed
+
+
+def _award():
+    tx, entry = uuid.uuid4().hex, uuid.uuid4().hex
+    tenant, customer = uuid.uuid4().hex, uuid.uuid4().hex
+    return tx, entry, tenant, customer, [
+        ["BEGIN IMMEDIATE", []],
+        ['INSERT INTO transactions (tenant_id, id, customer_id, amount) VALUES (?, ?, ?, ?)',
+         [tenant, tx, customer, "128.00"]],
+        ['INSERT INTO loyalty_entries (tenant_id, id, customer_id, "key", transaction_id) VALUES (?, ?, ?, ?, ?)',
+         [tenant, entry, customer, f"earn:{uuid.UUID(hex=tx)}", tx]],
+        ["UPDATE loyalty_accounts SET balance=(balance + ?) WHERE tenant_id = ? AND customer_id = ?",
+         [12, tenant, customer]],
+        ['INSERT INTO idempotency_records (tenant_id, id, "key", response) VALUES (?, ?, ?, ?)',
+         [tenant, "rec-1", "bench-key-7", f'{{"id": "{uuid.UUID(hex=tx)}"}}']],
+        ["COMMIT", []],
+    ]
+
+
+def test_fresh_values_are_the_ids_and_keys_the_inserts_wrote():
+    tx, entry, tenant, customer, award = _award()
+    fresh = fresh_values(award)
+    assert fresh[:2] == [tx, entry]
+    assert "bench-key-7" in fresh and "rec-1" in fresh
+    assert tenant not in fresh and customer not in fresh  # existing rows: kept as recorded
+
+
+def test_renamed_replaces_every_occurrence_in_both_forms_and_nothing_else():
+    tx, entry, tenant, customer, award = _award()
+    first = renamed(award, fresh_values(award))
+    second = renamed(award, fresh_values(award))
+    new_tx = first[1][1][1]
+    assert new_tx != tx and new_tx != second[1][1][1]
+    assert first[2][1][4] == new_tx  # the entry points at the new transaction
+    assert first[2][1][3] == f"earn:{uuid.UUID(hex=new_tx)}"  # dashed form inside a key
+    assert first[4][1][3] == f'{{"id": "{uuid.UUID(hex=new_tx)}"}}'  # inside the stored answer
+    assert first[4][1][2] != "bench-key-7"
+    assert first[3][1] == [12, tenant, customer]  # the balance move of the same customer
+    assert [sql for sql, _ in first] == [sql for sql, _ in award]
+    assert all(tx not in str(params) and entry not in str(params) for _sql, params in first)
