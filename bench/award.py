@@ -348,7 +348,7 @@ def prepare(overrides: dict, customers: int, log=print) -> dict:
         s.commit()
         bind_tenant(s, tenant.id, owner.id)
         _key, full = settings_services.create_api_key(s, "bench", owner.id)
-        s.add_all([Customer(name=f"客户{i}", external_ref=f"C-{i:06d}") for i in range(1, customers + 1)])
+        s.add_all([Customer(name=f"客户{i}", external_ref=customer_ref(i)) for i in range(1, customers + 1)])
         s.commit()
         info = {"tenant_id": tenant.id, "slug": tenant.slug, "timezone": tenant.timezone, "key": full,
                 "overrides": overrides}
@@ -359,11 +359,16 @@ def prepare(overrides: dict, customers: int, log=print) -> dict:
     return info
 
 
+def customer_ref(i: int) -> str:
+    """The ref of the bench tenant's ``i``-th customer (from 1)."""
+    return f"C-{i:06d}"
+
+
 def award_requests(key: str, customers: int, n: int, rng: random.Random, day: str) -> list:
     auth = f"Bearer {key}"
     out = []
     for _ in range(n):
-        body = {"customer_ref": f"C-{rng.randint(1, customers):06d}", "occurred_on": day,
+        body = {"customer_ref": customer_ref(rng.randint(1, customers)), "occurred_on": day,
                 "amount": f"{rng.randint(50, 3000)}.{rng.randint(0, 99):02d}", "quantity": rng.randint(1, 3)}
         out.append(("POST", "/api/v1/transactions", body, {"Authorization": auth, "Idempotency-Key": uuid.uuid4().hex}))
     return out
@@ -607,8 +612,9 @@ def _database(db_path: Path, database: str):
     throw-away PostgreSQL 15 cluster on loopback (tests/pg.py: the schema owner migrates,
     the app connects as the role row-level security applies to)."""
     if database == "sqlite":
-        for suffix in ("", "-wal", "-shm", "-writers"):
-            Path(str(db_path) + suffix).unlink(missing_ok=True)
+        from saas.db import remove_sqlite_files
+
+        remove_sqlite_files(db_path)
         yield server_overrides(f"sqlite:///{db_path}")
         return
     from tests import pg
@@ -685,7 +691,7 @@ def _run(overrides, database, customers, requests, clients, workers, threads, wa
             out["bare"] = summarize(run_load(http, bare_reqs[warmup:], clients), 201)
     log(f"   {out['bare']}")
     if database == "sqlite":
-        out["raw_sql"] = _raw_sql_target(info, db_file(overrides), customers, clients, workers, threads, rng, day,
+        out["raw_sql"] = _raw_sql_target(info, _sqlite_path(overrides), customers, clients, workers, threads, rng, day,
                                          logs, load_with if use_wrk else None, requests, warmup, log)
     out["ratio_rps"] = round(out["bare"]["rps"] / max(out["award"]["rps"], 1e-9), 1)
     out["ratio_p50"] = round(out["award"]["p50"] / max(out["bare"]["p50"], 1e-9), 1)
@@ -704,7 +710,8 @@ def _run(overrides, database, customers, requests, clients, workers, threads, wa
     return out
 
 
-def db_file(overrides: dict) -> Path:
+def _sqlite_path(overrides: dict) -> Path:
+    """The file of the SQLite database the settings ``overrides`` name."""
     return Path(overrides["DATABASE_URL"].removeprefix("sqlite:///"))
 
 
@@ -718,7 +725,7 @@ def _raw_sql_target(info, db_path: Path, customers, clients, workers, threads, r
     award_sql.copy_database(db_path, copy)
     recorded = copy.with_suffix(".json")
     log("== the award's SQL on the raw driver: recording 300 awards, then replaying them in a bare route")
-    prime = [(m, url, {**body, "customer_ref": f"C-{i:06d}"}, headers) for i, (m, url, body, headers)
+    prime = [(m, url, {**body, "customer_ref": customer_ref(i)}, headers) for i, (m, url, body, headers)
              in enumerate(award_requests(info["key"], customers, customers, rng, day), 1)]
     award_sql.capture({**info["overrides"], "DATABASE_URL": f"sqlite:///{copy}"}, prime,
                       award_requests(info["key"], customers, 300, rng, day), recorded)

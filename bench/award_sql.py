@@ -30,8 +30,9 @@ _FRESH = {"id", "key"}
 
 def copy_database(source: Path, target: Path) -> None:
     """A consistent copy of the SQLite database ``source`` at ``target`` (the backup API)."""
-    for suffix in ("", "-wal", "-shm", "-writers"):
-        Path(str(target) + suffix).unlink(missing_ok=True)
+    from saas.db import remove_sqlite_files
+
+    remove_sqlite_files(target)
     src, dst = sqlite3.connect(source), sqlite3.connect(target)
     try:
         src.backup(dst)
@@ -132,14 +133,12 @@ def renamed(award: list, olds: list[str]) -> list:
 
 
 def connect(db_path: str) -> sqlite3.Connection:
-    """A connection as the app's engine makes it (saas.db.make_engine): the writers' queue,
-    WAL, foreign keys, synchronous=NORMAL, a 30 s busy timeout; BEGIN stated explicitly."""
-    from saas.db import _QueuedWriters
+    """A connection as the app's engine makes it (saas.db.make_engine): the writers' queue
+    and ``setup_sqlite_connection``'s settings; BEGIN stated explicitly."""
+    from saas.db import _QueuedWriters, setup_sqlite_connection
 
-    conn = sqlite3.connect(db_path, timeout=30, factory=_QueuedWriters, isolation_level=None,
-                           check_same_thread=False)
-    for pragma in ("foreign_keys=ON", "journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000"):
-        conn.execute(f"PRAGMA {pragma}")
+    conn = sqlite3.connect(db_path, timeout=30, factory=_QueuedWriters, check_same_thread=False)
+    setup_sqlite_connection(conn)
     return conn
 
 

@@ -18,7 +18,6 @@ import bisect
 import datetime as dt
 import itertools
 import json
-import os
 import random
 import sys
 import time
@@ -472,10 +471,9 @@ def generate(url: str, *, tenants: int, customers: int, transactions: int, big_t
     t0 = time.perf_counter()
     sqlite = url.startswith("sqlite")
     if sqlite and fresh:
-        path = url[len("sqlite:///"):]
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            if os.path.exists(path + suffix):
-                os.remove(path + suffix)
+        from saas.db import remove_sqlite_files
+
+        remove_sqlite_files(url[len("sqlite:///"):])
     migrate.upgrade({"DATABASE_URL": url})
     engine = make_engine(url)
     rng = random.Random(seed)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 import time
 from pathlib import Path
@@ -34,12 +33,10 @@ def run(db_path: Path | None = None, path: Path = CDNOW, log=print) -> dict | No
     from saas.auth import services as auth_services
     from saas.customers import imports
     from saas.customers.models import Customer, Transaction
-    from saas.db import get_db
+    from saas.db import get_db, remove_sqlite_files
 
     db_path = (db_path or ROOT / "instance" / "bench-cdnow.db").resolve()
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        if os.path.exists(f"{db_path}{suffix}"):
-            os.remove(f"{db_path}{suffix}")
+    remove_sqlite_files(db_path)
     url = f"sqlite:///{db_path}"
     migrate.upgrade({"DATABASE_URL": url})
     auth_services.HASH_METHOD = "pbkdf2:sha256:1000"

@@ -295,6 +295,33 @@ class _QueuedWriters(sqlite3.Connection):
             self._queue_fd = None
 
 
+# The files of a SQLite database of this app: the database, WAL's two, a rollback
+# journal (bulk loads), and the writers' queue (``_QueuedWriters``).
+SQLITE_FILE_SUFFIXES = ("", "-wal", "-shm", "-journal", "-writers")
+
+
+def remove_sqlite_files(path: str | os.PathLike) -> None:
+    """Delete the SQLite database at ``path`` and the files that go with it."""
+    for suffix in SQLITE_FILE_SUFFIXES:
+        try:
+            os.remove(os.fspath(path) + suffix)
+        except FileNotFoundError:
+            pass
+
+
+def setup_sqlite_connection(dbapi_connection: sqlite3.Connection) -> None:
+    """Set up a new ``sqlite3`` connection as the app uses it: BEGIN stated by the caller
+    (SQLAlchemy's "begin" event here, the pysqlite recipe), foreign keys, WAL,
+    synchronous=NORMAL, a 30 s busy timeout."""
+    dbapi_connection.isolation_level = None
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys, busy timeout, BEGIN IMMEDIATE and
     the writers' queue."""
@@ -304,14 +331,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_connection, connection_record):
-            # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite recipe).
-            dbapi_connection.isolation_level = None
-            cur = dbapi_connection.cursor()
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
+            setup_sqlite_connection(dbapi_connection)
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin_tx(conn):
