@@ -35,6 +35,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 OWNER_PASSWORD = "bench-password-2026"
@@ -54,11 +55,23 @@ def server_overrides(database_url: str, **more) -> dict:
             "RATELIMIT_ENABLED": False, **more}
 
 
+class Served(NamedTuple):
+    url: str  # the base URL
+    pid: int  # gunicorn's master (its workers are its children)
+
+
 @contextlib.contextmanager
-def gunicorn_server(spec: str, log_path: Path, *, workers: int = 4, threads: int = 4, probe: str = "/",
-                    preload: bool = True, timeout: float = 60):
+def gunicorn_server(spec: str, log_path: Path, **kwargs):
+    """Serve ``spec`` with gunicorn (``serve``); yields the base URL once it answers."""
+    with serve(spec, log_path, **kwargs) as served:
+        yield served.url
+
+
+@contextlib.contextmanager
+def serve(spec: str, log_path: Path, *, workers: int = 4, threads: int = 4, probe: str = "/",
+          preload: bool = True, timeout: float = 60):
     """Serve ``spec`` with gunicorn (``workers`` processes of ``threads`` threads, gthread
-    when threads > 1) on a free loopback port; yields the base URL once ``probe`` answers.
+    when threads > 1) on a free loopback port; yields ``Served`` once ``probe`` answers.
     The server's own log (errors, the app's log lines) goes to ``log_path``."""
     import gunicorn
 
@@ -76,7 +89,7 @@ def gunicorn_server(spec: str, log_path: Path, *, workers: int = 4, threads: int
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        yield _wait_for(proc, log_path, probe, timeout)
+        yield Served(_wait_for(proc, log_path, probe, timeout), proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)  # quick shutdown: the load is over
         try:
@@ -115,6 +128,68 @@ def server_problems(log_path: Path) -> list[str]:
     bad = re.compile(r"database is locked|Traceback|unhandled error|WORKER TIMEOUT|Worker .* was sent|Error",
                      re.IGNORECASE)
     return [line for line in log_path.read_text(errors="replace").splitlines() if bad.search(line)]
+
+
+# --- where the CPU goes while a target is loaded (Linux /proc) ----------------------------------
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+CPU_KEYS = ("cpu_server_ms", "cpu_client_ms", "cpu_other_ms", "cores_busy")
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its live children (gunicorn's
+    master and workers); 0 where /proc cannot tell."""
+    total = 0.0
+    try:
+        pids = [pid] + [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return 0.0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _TICKS  # utime, stime
+    return total
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine so far, summed over its cores."""
+    try:
+        values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+    except OSError:
+        return 0.0, 0.0
+    idle = values[3] + values[4]  # idle, iowait
+    return (sum(values) - idle) / _TICKS, sum(values) / _TICKS
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process (the Python load generator) and its finished children (wrk)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def with_cpu(server_pid: int, load):
+    """Run ``load()`` (it returns a result dict with ``requests``) and add to its result
+    the CPU each request cost: ``cpu_server_ms`` (gunicorn's master and workers),
+    ``cpu_client_ms`` (the load generator: wrk or this process), ``cpu_other_ms`` (the
+    rest of the machine: the database server, anything else) and ``cores_busy`` (the
+    machine's cores busy on average, out of ``os.cpu_count()``)."""
+    server0, client0, (busy0, all0) = _process_cpu(server_pid), _own_cpu(), _machine_cpu()
+    t0 = time.monotonic()
+    r = load()
+    wall = time.monotonic() - t0
+    server, client, (busy, _all) = (_process_cpu(server_pid) - server0, _own_cpu() - client0,
+                                    tuple(a - b for a, b in zip(_machine_cpu(), (busy0, all0))))
+    n = max(r["requests"], 1)
+    r.update(cpu_server_ms=round(server * 1000 / n, 3), cpu_client_ms=round(client * 1000 / n, 3),
+             cpu_other_ms=round(max(busy - server - client, 0.0) * 1000 / n, 3),
+             cores_busy=round(busy / wall, 2) if wall > 0 else 0.0)
+    return r
 
 
 # --- the HTTP client ---------------------------------------------------------------------------
@@ -642,33 +717,35 @@ def _run(overrides, database, customers, requests, clients, workers, threads, wa
                             if use_wrk else f"Python http.client, {clients} threads, keep-alive, one process")}
     run_id = uuid.uuid4().hex[:12]
 
-    def load_with(base: str, script: str, name: str) -> dict:
-        """(warm-up, measured) with wrk."""
+    def load_with(served: Served, script: str, name: str) -> dict:
+        """(warm-up, measured) with wrk; the measured run with its CPU per request."""
         args = [str(customers), info["key"], day]
-        warm = run_wrk(base, script, args + [f"{run_id}-{name}-warm", str(seed)], 3, clients)
-        return warm, run_wrk(base, script, args + [f"{run_id}-{name}", str(seed + 1)], seconds, clients)
+        warm = run_wrk(served.url, script, args + [f"{run_id}-{name}-warm", str(seed)], 3, clients)
+        return warm, with_cpu(served.pid, lambda: run_wrk(served.url, script, args + [f"{run_id}-{name}", str(seed + 1)],
+                                                          seconds, clients))
 
     # The award API.
     spec = app_spec(info["overrides"])
     log(f"== award API: gunicorn {workers} workers x {threads} threads, {out['client']}")
-    with gunicorn_server(spec, logs / "award-server.log", workers=workers, threads=threads,
-                         probe="/api/v1/openapi.json") as base:
+    with serve(spec, logs / "award-server.log", workers=workers, threads=threads,
+               probe="/api/v1/openapi.json") as served:
         if use_wrk:
-            warm, load = load_with(base, WRK_AWARD, "award")
+            warm, load = load_with(served, WRK_AWARD, "award")
         else:
-            http = Http(base)
+            http = Http(served.url)
             warm = run_load(http, award_requests(info["key"], customers, warmup, rng, day), clients)
-            load = run_load(http, award_requests(info["key"], customers, requests, rng, day), clients)
+            reqs = award_requests(info["key"], customers, requests, rng, day)
+            load = with_cpu(served.pid, lambda: {**run_load(http, reqs, clients), "requests": len(reqs)})
     if use_wrk:
         answers = {**warm["answers"], **load["answers"]}
         out["award"] = {k: load[k] for k in ("requests", "seconds", "rps", "p50", "p90", "p99", "max", "mean",
-                                              "errors")}
+                                              "errors", *CPU_KEYS)}
         out["award"]["statuses"] = {"201": load["ok"], "other": load["other"], "socket errors": load["socket_errors"]}
         out["award"]["warmup_errors"] = warm["errors"]
         out["award"]["sample_errors"] = [load["first_other"]] if load["first_other"] else []
     else:
         answers = {r[2]["id"]: r[2]["points_awarded"] for r in warm["results"] + load["results"] if r[1] == 201}
-        out["award"] = summarize(load, 201)
+        out["award"] = {**summarize(load, 201), **{k: load[k] for k in CPU_KEYS}}
         out["award"]["warmup_errors"] = sum(1 for r in warm["results"] if r[1] != 201)
         out["award"]["sample_errors"] = [r[2] for r in load["results"] if r[1] != 201][:3]
     out["award"]["server_problems"] = server_problems(logs / "award-server.log")[:10]
@@ -676,19 +753,19 @@ def _run(overrides, database, customers, requests, clients, workers, threads, wa
 
     # The bare route, served the same way, the same load.
     log("== bare Flask route, served the same way")
-    with gunicorn_server("bench.award:bare_app()", logs / "bare-server.log", workers=workers, threads=threads,
-                         probe="/") as base:
+    with serve("bench.award:bare_app()", logs / "bare-server.log", workers=workers, threads=threads,
+               probe="/") as served:
         if use_wrk:
-            _warm, bare = load_with(base, WRK_BARE, "bare")
+            _warm, bare = load_with(served, WRK_BARE, "bare")
             out["bare"] = {k: bare[k] for k in ("requests", "seconds", "rps", "p50", "p90", "p99", "max", "mean",
-                                                "errors")}
+                                                "errors", *CPU_KEYS)}
         else:
-            http = Http(base)
+            http = Http(served.url)
             bare_reqs = [("POST", "/bare", b, {"Authorization": h["Authorization"],
                                                 "Idempotency-Key": h["Idempotency-Key"]})
                          for _m, _p, b, h in award_requests(info["key"], customers, requests + warmup, rng, day)]
             run_load(http, bare_reqs[:warmup], clients)
-            out["bare"] = summarize(run_load(http, bare_reqs[warmup:], clients), 201)
+            out["bare"] = with_cpu(served.pid, lambda: summarize(run_load(http, bare_reqs[warmup:], clients), 201))
     log(f"   {out['bare']}")
     if database == "sqlite":
         out["raw_sql"] = _raw_sql_target(info, _sqlite_path(overrides), customers, clients, workers, threads, rng, day,
@@ -730,16 +807,17 @@ def _raw_sql_target(info, db_path: Path, customers, clients, workers, threads, r
     award_sql.capture({**info["overrides"], "DATABASE_URL": f"sqlite:///{copy}"}, prime,
                       award_requests(info["key"], customers, 300, rng, day), recorded)
     spec = f"bench.award_sql:raw_app({str(copy)!r}, {str(recorded)!r})"
-    with gunicorn_server(spec, logs / "raw-sql-server.log", workers=workers, threads=threads, probe="/") as base:
+    with serve(spec, logs / "raw-sql-server.log", workers=workers, threads=threads, probe="/") as served:
         if load_with is not None:
-            _warm, raw = load_with(base, WRK_BARE, "raw-sql")
-            out = {k: raw[k] for k in ("requests", "seconds", "rps", "p50", "p90", "p99", "max", "mean", "errors")}
+            _warm, raw = load_with(served, WRK_BARE, "raw-sql")
+            out = {k: raw[k] for k in ("requests", "seconds", "rps", "p50", "p90", "p99", "max", "mean", "errors",
+                                       *CPU_KEYS)}
         else:
-            http = Http(base)
+            http = Http(served.url)
             reqs = [("POST", "/bare", b, {}) for _m, _p, b, _h in award_requests(info["key"], customers,
                                                                                   requests + warmup, rng, day)]
             run_load(http, reqs[:warmup], clients)
-            out = summarize(run_load(http, reqs[warmup:], clients), 201)
+            out = with_cpu(served.pid, lambda: summarize(run_load(http, reqs[warmup:], clients), 201))
     out["server_problems"] = server_problems(logs / "raw-sql-server.log")[:10]
     log(f"   {out}")
     return out
@@ -756,17 +834,30 @@ def render(r: dict) -> list[str]:
            f"`POST /api/v1/transactions` with a new Idempotency-Key each, a random customer and amount; "
            f"the bare route is a Flask `POST` that parses the JSON body and answers JSON, served the same way "
            f"with the same load. Milliseconds at the client."), "",
-           "| target | requests | seconds | requests/s | p50 | p90 | p99 | max | errors |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "| target | requests | seconds | requests/s | p50 | p90 | p99 | max | errors | CPU ms per request: server, load generator, rest | cores busy |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     targets = [("`POST /api/v1/transactions` (award)", a), ("bare Flask route", b)]
     if r.get("raw_sql"):
         targets.append(("bare route replaying an award's SQL on the raw driver", r["raw_sql"]))
     for name, st in targets:
+        cpu = (f"{st['cpu_server_ms']:.2f}, {st['cpu_client_ms']:.2f}, {st['cpu_other_ms']:.2f}"
+               if "cpu_server_ms" in st else "")
         out.append(f"| {name} | {st['requests']:,} | {st['seconds']} | **{st['rps']:,}** | {st['p50']} | {st['p90']} "
-                   f"| {st['p99']} | {st['max']} | {st['errors']} |")
+                   f"| {st['p99']} | {st['max']} | {st['errors']} | {cpu} | {st.get('cores_busy', '')} |")
     out += ["", (f"Ratio: the bare route serves x{r['ratio_rps']} the requests per second; award p50 is "
             f"x{r['ratio_p50']} the bare p50. Goal (on SQLite: >= 1,500 awards/s, p99 < 100 ms, no errors): "
             f"**{'met' if goal_ok else 'not met'}**."), ""]
+    if "cpu_server_ms" in a:
+        cores = os.cpu_count() or 1
+        spent = a["cpu_server_ms"] + a["cpu_client_ms"] + a["cpu_other_ms"]
+        out += [(f"CPU, measured from /proc over the loaded seconds: per award the server (gunicorn's master and "
+                 f"workers) used {a['cpu_server_ms']:.2f} ms, the load generator {a['cpu_client_ms']:.2f} ms and "
+                 f"the rest of the machine {a['cpu_other_ms']:.2f} ms, {spent:.2f} ms in all, with "
+                 f"{a['cores_busy']} of {cores} cores busy on average. At 1,500 awards/s these {cores} cores "
+                 f"allow {cores * 1000 / 1500:.2f} ms of CPU per award for everything on the machine; "
+                 f"the award takes {spent / (cores * 1000 / 1500):.1f} times that now"
+                 + (f"; the bare route takes {b['cpu_server_ms'] + b['cpu_client_ms'] + b['cpu_other_ms']:.2f} ms"
+                    if "cpu_server_ms" in b else "") + "."), ""]
     if r.get("raw_sql"):
         raw = r["raw_sql"]
         out += [(f"The third row is the ceiling of this stack on this machine: the bare route replaying, per "
