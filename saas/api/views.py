@@ -97,7 +97,7 @@ def _authenticate():
         db.bind_tenant(s, None)
         raise ApiError(401, "invalid_key", _l("The API key is unknown or has been revoked."),
                        {"WWW-Authenticate": 'Bearer error="invalid_token"'})
-    g.api_key, g.tenant = found
+    g.api_key_id, g.tenant = found  # the tenant as a read-only row (services.api_key_and_tenant)
     return None
 
 
