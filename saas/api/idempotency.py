@@ -112,6 +112,9 @@ _STORED = select(_RECORDS.c.request_hash, _RECORDS.c.response, _RECORDS.c.status
     _RECORDS.c.tenant_id == bindparam("tenant_id"), _RECORDS.c.key == bindparam("key"))
 
 
+_INSERT_RECORD = _RECORDS.insert()  # built once: values() per request cost as much as the insert
+
+
 def _stored(s: Session, key: str):
     """The stored (request_hash, response, status_code) of ``key`` in the bound tenant, or
     None. A Core statement with the tenant named (every API write looks twice: the ORM
@@ -235,8 +238,8 @@ def respond_once(s: Session, key: str, digest: str, produce: Callable[[], Any], 
             # SQLite: the first time the key is written; a Core insert (the column defaults
             # fill id and created_at), after the view's own changes.
             s.flush()
-            s.connection().execute(_RECORDS.insert().values(
-                tenant_id=db.bound_tenant_id(s), key=key, request_hash=digest, status_code=status, response=body))
+            s.connection().execute(_INSERT_RECORD, {"tenant_id": db.bound_tenant_id(s), "key": key,
+                                                    "request_hash": digest, "status_code": status, "response": body})
         else:
             p.record.status_code = status
             p.record.response = body
