@@ -823,10 +823,28 @@ def _raw_sql_target(info, db_path: Path, customers, clients, workers, threads, r
              in enumerate(award_requests(info["key"], customers, customers, rng, day), 1)]
     award_sql.capture({**info["overrides"], "DATABASE_URL": f"sqlite:///{copy}"}, prime,
                       award_requests(info["key"], customers, 300, rng, day), recorded)
-    spec = f"bench.award_sql:raw_app({str(copy)!r}, {str(recorded)!r})"
-    with serve(spec, logs / "raw-sql-server.log", workers=workers, threads=threads, probe="/") as served:
+    out = _raw_sql_load(f"bench.award_sql:raw_app({str(copy)!r}, {str(recorded)!r})", logs / "raw-sql-server.log",
+                        "raw-sql", info, customers, clients, workers, threads, rng, day, load_with, requests, warmup)
+    log(f"   {out}")
+    group_threads = max(threads, 4)
+    log(f"== the same, the writes of each worker's awards grouped into one transaction ({group_threads} threads "
+        "per worker)")
+    out["group_commit"] = _raw_sql_load(
+        f"bench.award_sql:raw_app({str(copy)!r}, {str(recorded)!r}, group_commit=True)",
+        logs / "raw-sql-group-server.log", "raw-sql-group", info, customers, clients, workers, group_threads, rng,
+        day, load_with, requests, warmup)
+    out["group_commit"]["threads"] = group_threads
+    log(f"   {out['group_commit']}")
+    return out
+
+
+def _raw_sql_load(spec, log_path, name, info, customers, clients, workers, threads, rng, day, load_with, requests,
+                  warmup) -> dict:
+    """``spec`` (a raw-SQL replay app) served and loaded like the award API; with the
+    replay's group-commit counters of one worker, when it has them."""
+    with serve(spec, log_path, workers=workers, threads=threads, probe="/") as served:
         if load_with is not None:
-            _warm, raw = load_with(served, WRK_BARE, "raw-sql")
+            _warm, raw = load_with(served, WRK_BARE, name)
             out = {k: raw[k] for k in ("requests", "seconds", "rps", "p50", "p90", "p99", "max", "mean", "errors",
                                        *CPU_KEYS)}
         else:
@@ -835,8 +853,11 @@ def _raw_sql_target(info, db_path: Path, customers, clients, workers, threads, r
                                                                                   requests + warmup, rng, day)]
             run_load(http, reqs[:warmup], clients)
             out = with_cpu(served.pid, lambda: summarize(run_load(http, reqs[warmup:], clients), 201))
-    out["server_problems"] = server_problems(logs / "raw-sql-server.log")[:10]
-    log(f"   {out}")
+        with urllib.request.urlopen(served.url + "/batches", timeout=10) as r:
+            counts = json.loads(r.read())
+        if counts["batches"]:
+            out["awards_per_batch"] = round(counts["awards"] / counts["batches"], 1)
+    out["server_problems"] = server_problems(log_path)[:10]
     return out
 
 
@@ -859,6 +880,10 @@ def render(r: dict) -> list[str]:
                            r["refused"]))
     if r.get("raw_sql"):
         targets.append(("bare route replaying an award's SQL on the raw driver", r["raw_sql"]))
+        if r["raw_sql"].get("group_commit"):
+            g = r["raw_sql"]["group_commit"]
+            targets.append((f"the same, each worker's writes grouped into one transaction ({g['threads']} threads "
+                            f"per worker; {g.get('awards_per_batch', '?')} awards per transaction)", g))
     for name, st in targets:
         cpu = (f"{st['cpu_server_ms']:.2f}, {st['cpu_client_ms']:.2f}, {st['cpu_other_ms']:.2f}"
                if "cpu_server_ms" in st else "")

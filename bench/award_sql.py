@@ -165,9 +165,95 @@ def replay(conn: sqlite3.Connection, award: list) -> None:
         cur.close()
 
 
-def raw_app(db_path: str, capture_path: str):
+def split_writes(award: list) -> tuple[list, list]:
+    """(reads, writes) of a recorded award: what it ran before its BEGIN IMMEDIATE, and its
+    write transaction from BEGIN IMMEDIATE to COMMIT (the ends left out)."""
+    start = next(i for i, (sql, _p) in enumerate(award) if sql.startswith("BEGIN IMMEDIATE"))
+    end = next(i for i in range(len(award) - 1, start, -1) if award[i][0] == "COMMIT")
+    return award[:start], award[start + 1:end]
+
+
+class GroupCommit:
+    """One writer thread per process that runs the write transactions of several requests
+    as one SQLite transaction, each in a savepoint of its own: the awards that arrive while
+    a transaction runs wait and go together in the next one (option (b) of the bench
+    notes; measured on the raw replay only, the app does not do this)."""
+
+    def __init__(self, db_path: str, max_batch: int = 64):
+        import queue
+        import threading
+
+        self.db_path, self.max_batch = db_path, max_batch
+        self.queue: queue.Queue = queue.Queue()
+        self.batches = self.items = 0
+        self._pid = None
+        self._lock = threading.Lock()
+
+    def _start(self) -> None:
+        import os
+        import threading
+
+        with self._lock:
+            if self._pid != os.getpid():  # after gunicorn's fork: a writer per worker
+                self._pid = os.getpid()
+                threading.Thread(target=self._loop, daemon=True).start()
+
+    def write(self, statements: list) -> None:
+        """Run ``statements`` in the next group transaction; returns once it committed
+        (raises what they raised: their savepoint was rolled back, the others kept)."""
+        import threading
+
+        self._start()
+        item = [statements, threading.Event(), None]
+        self.queue.put(item)
+        item[1].wait()
+        if item[2] is not None:
+            raise item[2]
+
+    def _loop(self) -> None:
+        import queue
+
+        conn = connect(self.db_path)
+        cur = conn.cursor()
+        while True:
+            batch = [self.queue.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                conn.wait_turn()
+                cur.execute("BEGIN IMMEDIATE")
+                for item in batch:
+                    cur.execute("SAVEPOINT award")
+                    try:
+                        for sql, params in item[0]:
+                            cur.execute(sql, params)
+                            cur.fetchall()
+                        cur.execute("RELEASE award")
+                    except sqlite3.Error as exc:
+                        cur.execute("ROLLBACK TO award")
+                        cur.execute("RELEASE award")
+                        item[2] = exc
+                conn.commit()
+            except BaseException as exc:  # the whole transaction failed: every request hears it
+                if conn.in_transaction:
+                    conn.rollback()
+                conn.end_turn()
+                for item in batch:
+                    item[2] = item[2] or exc
+            self.batches += 1
+            self.items += len(batch)
+            for item in batch:
+                item[1].set()
+
+
+def raw_app(db_path: str, capture_path: str, group_commit: bool = False):
     """A bare Flask app whose ``POST /bare`` reads the JSON body, replays the next recorded
-    award on the raw driver and answers JSON (gunicorn: ``bench.award_sql:raw_app(...)``)."""
+    award on the raw driver and answers JSON (gunicorn: ``bench.award_sql:raw_app(...)``).
+    ``group_commit``: each award's reads run on the request thread's connection and its
+    writes go to the process's ``GroupCommit`` (serve with several threads per worker)."""
     import itertools
     import threading
 
@@ -178,6 +264,7 @@ def raw_app(db_path: str, capture_path: str):
     app = Flask("raw-award")
     local = threading.local()
     turn = itertools.count()
+    group = GroupCommit(db_path) if group_commit else None
 
     def connection() -> sqlite3.Connection:
         conn = getattr(local, "conn", None)
@@ -189,8 +276,18 @@ def raw_app(db_path: str, capture_path: str):
     def bare():
         body = request.get_json()
         i = next(turn) % len(awards)
-        replay(connection(), renamed(awards[i], olds[i]))
+        award = renamed(awards[i], olds[i])
+        if group is None:
+            replay(connection(), award)
+        else:
+            reads, writes = split_writes(award)
+            replay(connection(), reads)
+            group.write(writes)
         return {"ok": True, "customer_ref": body.get("customer_ref")}, 201
+
+    @app.get("/batches")
+    def batches():
+        return {"batches": group.batches if group else 0, "awards": group.items if group else 0}
 
     @app.get("/")
     def index():

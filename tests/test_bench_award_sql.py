@@ -1,7 +1,7 @@
 """bench/award_sql.py: a replayed award writes new ids and keys wherever the recorded ones occur."""
 import uuid
 
-from bench.award_sql import fresh_values, renamed
+from bench.award_sql import GroupCommit, fresh_values, renamed, split_writes
 
 
 def _award():
@@ -42,3 +42,42 @@ def test_renamed_replaces_every_occurrence_in_both_forms_and_nothing_else():
     assert first[3][1] == [12, tenant, customer]  # the balance move of the same customer
     assert [sql for sql, _ in first] == [sql for sql, _ in award]
     assert all(tx not in str(params) and entry not in str(params) for _sql, params in first)
+
+
+def test_split_writes_takes_the_write_transaction_without_its_ends():
+    _tx, _entry, _tenant, _customer, award = _award()
+    award = [["BEGIN DEFERRED", []], ["SELECT 1", []], ["COMMIT", []]] + award
+    reads, writes = split_writes(award)
+    assert [sql for sql, _p in reads] == ["BEGIN DEFERRED", "SELECT 1", "COMMIT"]
+    assert writes == award[4:-1] and writes[0][0].startswith("INSERT INTO transactions")
+
+
+def test_group_commit_writes_each_request_in_its_own_savepoint(tmp_path):
+    import sqlite3
+    import threading
+
+    db = tmp_path / "g.db"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")
+    conn.commit()
+    group = GroupCommit(str(db))
+    errors = {}
+
+    def write(i):
+        value = None if i == 7 else f"v{i}"  # NOT NULL: only this request fails
+        try:
+            group.write([["INSERT INTO t (id, v) VALUES (?, ?)", [i, value]],
+                         ["INSERT INTO t (id, v) VALUES (?, ?)", [1000 + i, value]]])
+        except sqlite3.IntegrityError as exc:
+            errors[i] = exc
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows = {r[0] for r in conn.execute("SELECT id FROM t")}
+    conn.close()
+    assert list(errors) == [7]
+    assert rows == {i for i in range(20) if i != 7} | {1000 + i for i in range(20) if i != 7}
+    assert group.items == 20 and 1 <= group.batches <= 20
