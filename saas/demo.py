@@ -392,13 +392,12 @@ def _loyalty(s: Session, customers: list[Customer], transactions: list[Transacti
 
     programme = loyalty.programme_of(s)
     by_id = {c.id: c for c in customers}
-    kinds = {k.id: k.code for k in s.scalars(select(TransactionKind))}
     rewards = loyalty.list_rewards(s)
     rng = random.Random(7)
     for tx in sorted(transactions, key=lambda t: (t.occurred_on, t.id)):
         customer = by_id[tx.customer_id]
-        ledger.award_for_transaction(s, programme, tx, customer, kinds[tx.kind_id], "", "", tx.staff_user_id,
-                                     tx.occurred_on)
+        # As recording it does: the kind, location and department codes count (category multipliers).
+        loyalty.award(s, tx, customer, tx.staff_user_id, tx.occurred_on, programme)
         if rewards and rng.random() < 0.08:
             reward = rng.choice(rewards)
             try:

@@ -159,3 +159,30 @@ def test_demo_phones_are_stored_as_e164(app, loaded):
         finally:
             s.close()
         assert phones and all(re.fullmatch(r"\+86[0-9]{9,11}", p) for p in phones), phones[:5]
+
+
+def test_demo_history_earned_by_the_programme_with_its_department_multipliers(app, loaded):
+    """The replayed history earns as recording does: the hotel's food & beverage spend
+    with its category multiplier (x1.5), each entry as the programme computes it."""
+    from saas.loyalty import services as loyalty
+    from saas.loyalty.models import LedgerEntry
+    from saas.settings.models import Department
+
+    tenant = _all_tenants(app)["demo-hotel"]
+    s = app.extensions["huitou_db"].new_session()
+    try:
+        bind_tenant(s, tenant.id)
+        programme = loyalty.programme_of(s)
+        fb = s.scalar(select(Department.id).where(Department.code == "food-beverage"))
+        txs = {t.id: t for t in s.scalars(select(Transaction).where(Transaction.department_id == fb))}
+        entries = [e for e in s.scalars(select(LedgerEntry).where(LedgerEntry.kind == "earn"))
+                   if e.transaction_id in txs and e.reason == ""]
+        assert len(entries) >= 10
+        for e in entries:
+            tx = txs[e.transaction_id]
+            assert e.detail.get("category_multiplier") == "1.5", e.detail
+            expected = programme.earn(tx.amount, tx.quantity, *loyalty._codes(s, tx)[:1], tx.occurred_on,
+                                      *loyalty._codes(s, tx)[1:], e.detail.get("tier", "")).points
+            assert e.points == expected
+    finally:
+        s.close()
