@@ -426,3 +426,13 @@ def test_a_void_after_expiry_gives_points_back_to_an_expired_lot_which_expires_a
     assert len(keys) == len(set(keys)) == 2 and all(keys)
     assert ledger.account(s, c.id).balance == 0
     check_books(s, c.id)
+
+
+def test_a_threshold_above_the_limit_is_named_as_such():
+    from saas.loyalty.programme import MAX_THRESHOLD, Programme, ProgrammeError
+
+    tiers = [{"code": "a", "name_zh": "甲", "name_en": "A", "threshold": 0},
+             {"code": "b", "name_zh": "乙", "name_en": "B", "threshold": MAX_THRESHOLD + 1}]
+    with pytest.raises(ProgrammeError) as exc:
+        Programme.from_data({"tiers": tiers})
+    assert [str(p) for p in exc.value.problems] == ["Tier 2 threshold must be at most 1,000,000,000,000."]

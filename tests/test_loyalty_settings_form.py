@@ -194,7 +194,9 @@ def _remove_all(v):
      "tiers-1-retention_threshold"),
     ({"pending_days": "-1"}, "Pending days must be a whole number of at least 0.", "pending_days"),
     ({"point_value": "-0.5"}, "Value of a point must be a number of at least 0.", "point_value"),
-    ({"tiers-2-discount_percent": "-5"}, "Tier 3 must be a number of at least 0.", "tiers-2-discount_percent"),
+    ({"tiers-2-discount_percent": "-5"}, "Tier 3 discount must be a number of at least 0.", "tiers-2-discount_percent"),
+    ({"point_value": "0"}, "Value of a point must be more than 0.", "point_value"),
+    ({"tiers-1-multiplier": "0"}, "Tier 2 points multiplier must be more than 0.", "tiers-1-multiplier"),
     ({"birthday_bonus": "lots"}, "Enter a whole number, such as 500.", "birthday_bonus"),
     ({"tiers-1-multiplier": "1.1x"}, "Enter a number, such as 1.25.", "tiers-1-multiplier"),
     ({"tiers-1-threshold": "1000.5"}, "Enter a whole number, such as 500.", "tiers-1-threshold"),
@@ -202,7 +204,7 @@ def _remove_all(v):
     ({"tiers-1-threshold": ""}, "This field is required.", "tiers-1-threshold"),
     ({"expiry": "sometimes"}, "Choose one of the listed values.", None),
     ({"tiers-1-code": "member"}, "Tier 2 repeats the code member.", "tiers-1-code"),
-    ({"tiers-1-name_en": ""}, "Tier 2 needs a text", "tiers-1-name_en"),
+    ({"tiers-1-name_en": ""}, "Tier 2 needs its English name (1 to 200 characters).", "tiers-1-name_en"),
     ({"__remove_all": ""}, "At least one tier is needed.", None),
 ])
 def test_invalid_input_is_refused_and_kept(client, owner, tenant_session, change, message, field):
@@ -260,3 +262,13 @@ def test_the_form_speaks_chinese(client, make_tenant):
     r = client.post(URL, data=v)
     assert r.status_code == 422
     assert "会员等级门槛必须逐级递增。" in r.text
+
+
+def test_a_threshold_of_millions_is_saved(client, owner, tenant_session):
+    """Spend thresholds in the currency run to millions (a bank's private-banking tier)."""
+    v = form_values(client.get(URL).text)
+    top = max(i for i in range(10) if v.get(f"tiers-{i}-code"))
+    v[f"tiers-{top}-threshold"] = "99,999,999"
+    r = client.post(URL, data=v)
+    assert r.status_code == 303, r.text
+    assert section(tenant_session, owner)["tiers"][top]["threshold"] == 99_999_999

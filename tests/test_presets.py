@@ -28,7 +28,8 @@ def test_preset_is_complete_and_valid(industry, app):
             assert e["name_zh"] and e["name_en"]
     with app.test_request_context():
         for section in presets.PROGRAMME_SECTIONS:
-            assert presets.validate_section(section, preset[section], departments) == [], section
+            assert presets.validate_section(section, preset[section], departments,
+                                            {k["code"] for k in kinds}) == [], section
     assert preset["rewards"], "a starting rewards catalogue"
     assert len({r["code"] for r in preset["rewards"]}) == len(preset["rewards"])
     for r in preset["rewards"]:

@@ -276,7 +276,12 @@ def test_survey_question_edit_shows_on_the_programme_page(client, owner):
 
 
 @pytest.mark.parametrize("mangle, message", [
-    (lambda t: t.replace("[loyalty]", "[loyalty"), "This is not valid TOML"),
+    (lambda t: t.replace("[loyalty]", "[loyalty"), "This is not valid TOML at line"),
+    (lambda t: t.replace("pending_days = 0", "pending_day = 14"), "Unknown setting pending_day: check its spelling."),
+    (lambda t: t.replace('code = "member"', 'code = "member"\nmultipler = "2"'),
+     "Unknown setting tiers.multipler: check its spelling."),
+    (lambda t: t.replace('kinds = ["stay"]', 'kinds = ["nope"]'), "No transaction kind has the code nope."),
+    (lambda t: t.replace('point_value = "0.01"', 'point_value = "0"'), "Value of a point must be more than 0."),
     (lambda t: t.replace("threshold = 1000\n", "threshold = 20000\n"), "Tier thresholds must rise"),
     (lambda t: t.replace("[loyalty]", "[churn]").replace("loyalty.tiers", "churn.tiers"), "exactly the section [loyalty]"),
     (lambda t: t.replace("pending_days = 0", "pending_days = 0\nstarts = 2024-01-01"), "write dates as text"),
@@ -492,3 +497,12 @@ def test_chinese_ui_smoke(app, client, make_tenant, tenant_session):
     r = client.post("/settings/departments", data={"code": "spa", "name_zh": "水疗部", "name_en": "Spa"})
     assert r.status_code == 303
     assert "水疗部" in client.get("/settings/departments", follow_redirects=True).text
+
+
+def test_a_toml_mistake_is_located_in_the_users_language(client, make_tenant):
+    tenant, owner = make_tenant(industry="hotel", language="zh_CN")
+    login(client, owner.email)
+    original = textarea(client.get("/settings/programme/loyalty").text)
+    r = client.post("/settings/programme/loyalty", data={"text": original.replace("[loyalty]", "[loyalty")})
+    assert r.status_code == 422
+    assert "TOML 格式有误：第 1 行第 9 列" in r.text

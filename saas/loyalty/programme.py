@@ -38,6 +38,8 @@ TIER_REVIEWS = ("anniversary", "january")
 EXPIRY_RULES = ("months", "end_of_next_year", "never")
 FLAT_PER = ("visit", "unit")
 MAX_POINTS = 10_000_000
+# A tier threshold may be spend in the currency (a bank's private-banking tier: millions).
+MAX_THRESHOLD = 1_000_000_000_000
 
 
 class ProgrammeError(ValueError):
@@ -222,6 +224,12 @@ class Programme:
         return (Decimal(points) * self.point_value).quantize(Decimal("0.01"))
 
 
+# What a text setting is called in a message (not its key).
+TEXT_LABELS = {"code": _l("code"), "name_zh": _l("Chinese name"), "name_en": _l("English name"),
+               "perks_zh": _l("Chinese perks text"), "perks_en": _l("English perks text"),
+               "kind": _l("transaction kind"), "location": _l("location")}
+
+
 class _Reader:
     """Reads a section, collecting every problem instead of stopping at the first."""
 
@@ -244,11 +252,14 @@ class _Reader:
             return default
         return d
 
-    def int(self, value, what, default: int, minimum: int = 0) -> int:
+    def int(self, value, what, default: int, minimum: int = 0, maximum: int = MAX_POINTS) -> int:
         if value is None:
             return default
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum or value > MAX_POINTS:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             self.fail(_l("%(what)s must be a whole number of at least %(min)s.", what=what, min=minimum))
+            return default
+        if value > maximum:
+            self.fail(_l("%(what)s must be at most %(max)s.", what=what, max=f"{maximum:,}"))
             return default
         return value
 
@@ -263,10 +274,11 @@ class _Reader:
     def text(self, entry: dict, key: str, what, required: bool = True, limit: int = 200) -> str:
         v = entry.get(key, None if required else "")
         if not isinstance(v, str) or (required and not v.strip()) or len(v) > limit:
-            self.fail(_l("%(what)s needs a text \"%(key)s\" of 1 to %(n)s characters.", what=what, key=key, n=limit)
+            label = TEXT_LABELS.get(key, key)
+            self.fail(_l("%(what)s needs its %(field)s (1 to %(n)s characters).", what=what, field=label, n=limit)
                       if required else
-                      _l("%(what)s: \"%(key)s\" must be a text of at most %(n)s characters.", what=what, key=key,
-                         n=limit))
+                      _l("%(what)s: the %(field)s must be a text of at most %(n)s characters.", what=what,
+                         field=label, n=limit))
             return ""
         return v.strip()
 
@@ -331,20 +343,25 @@ class _Reader:
             if code in codes:
                 self.fail(_l("%(what)s repeats the code %(code)s.", what=what, code=code))
             codes.add(code)
-            threshold = self.int(t.get("threshold"), what, 0)
+            before = len(self.problems)
+            threshold = self.int(t.get("threshold"), _l("Tier %(n)s threshold", n=i), 0, maximum=MAX_THRESHOLD)
             if t.get("threshold") is None:
                 self.fail(_l("%(what)s needs a threshold.", what=what))
-            if threshold <= last:
+            valid = len(self.problems) == before  # the comparisons below only for a threshold read
+            if valid and threshold <= last:
                 self.fail(_l("Tier thresholds must rise from one tier to the next."))
-            last = threshold
-            retention = self.int(t.get("retention_threshold"), what, threshold)
-            if retention > threshold:
+            last = threshold if valid else last
+            before = len(self.problems)
+            retention = self.int(t.get("retention_threshold"), _l("Tier %(n)s retention threshold", n=i), threshold,
+                                 maximum=MAX_THRESHOLD)
+            if valid and len(self.problems) == before and retention > threshold:
                 self.fail(_l("%(what)s: the retention threshold cannot exceed the threshold.", what=what))
-            discount = self.decimal(t.get("discount_percent"), what, Decimal(0))
+            discount = self.decimal(t.get("discount_percent"), _l("Tier %(n)s discount", n=i), Decimal(0))
             if discount > 100:
                 self.fail(_l("%(what)s: the discount is a percentage from 0 to 100.", what=what))
             tiers.append(Tier(code, self.text(t, "name_zh", what), self.text(t, "name_en", what), threshold,
-                              retention, self.decimal(t.get("multiplier"), what, Decimal(1)), discount,
+                              retention, self.decimal(t.get("multiplier"), _l("Tier %(n)s points multiplier", n=i),
+                                                      Decimal(1)), discount,
                               self.text(t, "perks_zh", what, required=False, limit=500),
                               self.text(t, "perks_en", what, required=False, limit=500)))
         kw["tiers"] = tuple(tiers)
@@ -353,7 +370,7 @@ class _Reader:
             what = _l("Promotion %(n)s", n=i)
             starts, ends = self.date(p.get("starts_on")), self.date(p.get("ends_on"))
             if starts is None or ends is None:
-                self.fail(_l("%(what)s needs starts_on and ends_on as dates such as \"2026-03-31\".", what=what))
+                self.fail(_l("%(what)s needs a first and a last day, dates such as \"2026-03-31\".", what=what))
                 continue
             if ends < starts:
                 self.fail(_l("%(what)s ends before it starts.", what=what))

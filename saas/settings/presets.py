@@ -46,17 +46,64 @@ def _text(entry: dict, key: str, errors: list, what: str) -> None:
         errors.append(_l("%(what)s needs a text \"%(key)s\" of 1 to 200 characters.", what=what, key=key))
 
 
-def validate_section(section: str, data, department_codes: set[str]) -> list:
-    """Check one programme section; returns the list of problems (empty when valid)."""
+# The settings of the [loyalty] section, and of each entry of its lists and tables: any
+# other key is a typing mistake (it would be kept and silently ignored).
+LOYALTY_KEYS = {
+    "": {"points_per_currency_unit", "earn_rates", "category_multipliers", "flat_points", "pending_days", "expiry",
+         "expiry_months", "tier_measure", "evaluation_window", "tier_review", "tiers", "promotions",
+         "birthday_bonus", "referral", "point_value", "min_redeem_points", "adjust_limits", "goodwill_budget"},
+    "earn_rates": {"kind", "location", "rate"},
+    "flat_points": {"kind", "per", "points"},
+    "tiers": {"code", "name_zh", "name_en", "threshold", "retention_threshold", "multiplier", "discount_percent",
+              "perks_zh", "perks_en"},
+    "promotions": {"code", "name_zh", "name_en", "starts_on", "ends_on", "kinds", "multiplier", "bonus"},
+    "referral": {"referrer_points", "referred_points"},
+    "adjust_limits": {"staff", "manager"},
+}
+
+
+def _unknown_loyalty_keys(data: dict) -> list:
+    """Problems naming each key of the section that is not a setting."""
+    problems = [_l("Unknown setting %(key)s: check its spelling.", key=k) for k in data if k not in LOYALTY_KEYS[""]]
+    for name, allowed in LOYALTY_KEYS.items():
+        value = data.get(name) if name else None
+        entries = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+        for entry in entries:
+            if isinstance(entry, dict):
+                problems += [_l("Unknown setting %(key)s: check its spelling.", key=f"{name}.{k}")
+                             for k in entry if k not in allowed]
+    return problems
+
+
+def validate_section(section: str, data, department_codes: set[str], kind_codes: set[str] | None = None) -> list:
+    """Check one programme section; returns the list of problems (empty when valid).
+
+    Stricter than reading a saved section (``Programme.from_data``), which must go on
+    reading what earlier rules allowed: unknown keys, kinds the tenant does not have
+    (``kind_codes``, when given), and multipliers or a point value of 0 are refused here."""
     errors: list = []
     if section == "loyalty":
         try:
             programme = Programme.from_data(data)
         except ProgrammeError as exc:
             return list(exc.problems)
+        errors += _unknown_loyalty_keys(data)
         for dept in programme.category_multipliers:
             if dept not in department_codes:
                 errors.append(_l("Category multipliers name an unknown department: %(code)s.", code=dept))
+        if kind_codes is not None:
+            named = ({k for k, _loc, _r in programme.earn_rates} | {k for k, _per, _p in programme.flat_points}
+                     | {k for p in programme.promotions for k in p.kinds}) - {""}
+            for code in sorted(named - kind_codes):
+                errors.append(_l("No transaction kind has the code %(code)s.", code=code))
+        for i, tier in enumerate(programme.tiers, 1):
+            if tier.multiplier <= 0:
+                errors.append(_l("Tier %(n)s points multiplier must be more than 0.", n=i))
+        for i, promo in enumerate(programme.promotions, 1):
+            if promo.multiplier <= 0:
+                errors.append(_l("Promotion %(n)s multiplier must be more than 0.", n=i))
+        if programme.point_value <= 0:
+            errors.append(_l("Value of a point must be more than 0."))
     elif section == "churn":
         if not isinstance(data, dict):
             return [_l("The churn section must be a table.")]

@@ -184,7 +184,7 @@ def update_programme_section(s: Session, section: str, toml_text: str) -> Progra
     try:
         doc = tomllib.loads(toml_text or "")
     except tomllib.TOMLDecodeError as exc:
-        raise ValidationFailed.one("text", _l("This is not valid TOML: %(err)s", err=str(exc)))
+        raise ValidationFailed.one("text", _toml_error(exc)) from None
     except RecursionError:
         raise ValidationFailed.one("text", _l("The text is nested too deeply."))
     if set(doc) != {section}:
@@ -194,6 +194,17 @@ def update_programme_section(s: Session, section: str, toml_text: str) -> Progra
     except ValidationFailed as exc:
         # The whole-section problems belong to the text box of the TOML editor.
         raise ValidationFailed({k or "text": v for k, v in exc.errors.items()}, exc.code) from None
+
+
+def _toml_error(exc: tomllib.TOMLDecodeError):
+    """Where the TOML text stops parsing, in the user's language (tomllib's own words,
+    English only, follow for the detail)."""
+    m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+    if m:
+        return _l("This is not valid TOML at line %(line)s, column %(column)s (%(err)s).", line=m.group(1),
+                  column=m.group(2), err=str(exc)[:m.start()].strip())
+    return _l("This is not valid TOML: the text ends before the last setting is complete (%(err)s).",
+              err=str(exc)) if "end of document" in str(exc) else _l("This is not valid TOML: %(err)s", err=str(exc))
 
 
 def programme_section_data(s: Session, section: str):
@@ -219,7 +230,8 @@ def update_programme_section_data(s: Session, section: str, data) -> ProgrammeSe
             "%(value)s cannot be stored here: write dates as text in quotes, and use finite numbers.",
             value=bad))
     codes = {d.code for d in s.scalars(select(Department))}
-    problems = presets.validate_section(section, data, codes)
+    kinds = {k.code for k in s.scalars(select(TransactionKind))}
+    problems = presets.validate_section(section, data, codes, kinds)
     if problems:
         raise ValidationFailed({"": problems})
     row = s.scalar(select(ProgrammeSection).where(ProgrammeSection.section == section))
