@@ -189,7 +189,8 @@ def _remove_all(v):
 
 
 @pytest.mark.parametrize("change, message, field", [
-    ({"tiers-1-threshold": "20000"}, "Tier thresholds must rise from one tier to the next.", "tiers-1-threshold"),
+    ({"tiers-1-threshold": "5000", "tiers-1-retention_threshold": ""},
+     "Tier thresholds must rise from one tier to the next.", "tiers-1-threshold"),
     ({"tiers-1-retention_threshold": "1200"}, "Tier 2: the retention threshold cannot exceed the threshold.",
      "tiers-1-retention_threshold"),
     ({"pending_days": "-1"}, "Pending days must be a whole number of at least 0.", "pending_days"),
@@ -254,7 +255,7 @@ def test_the_form_speaks_chinese(client, make_tenant):
         assert words in page
     v = form_values(page)
     v["birthday_bonus"] = "很多"
-    v["tiers-1-threshold"] = "20000"
+    v["tiers-1-threshold"], v["tiers-1-retention_threshold"] = "5000", ""  # the same as gold's
     r = client.post(URL, data=v)
     assert r.status_code == 422
     assert "请输入整数，例如 500。" in r.text
@@ -272,3 +273,18 @@ def test_a_threshold_of_millions_is_saved(client, owner, tenant_session):
     r = client.post(URL, data=v)
     assert r.status_code == 303, r.text
     assert section(tenant_session, owner)["tiers"][top]["threshold"] == 99_999_999
+
+
+def test_a_tier_added_in_an_empty_row_takes_its_place_by_threshold(client, owner, tenant_session):
+    """The base tier removed, then put back in the empty row at the end: saved first."""
+    v = form_values(client.get(URL).text)
+    base = {k.split("-", 2)[2]: v[k] for k in v if k.startswith("tiers-0-") and not k.endswith("remove")}
+    v["tiers-0-remove"] = "y"
+    assert client.post(URL, data=v).status_code == 303
+    assert [t["code"] for t in section(tenant_session, owner)["tiers"]] == ["silver", "gold", "platinum"]
+    v = form_values(client.get(URL).text)
+    v.update({f"tiers-3-{k}": value for k, value in base.items()})
+    assert client.post(URL, data=v).status_code == 303
+    tiers = section(tenant_session, owner)["tiers"]
+    assert [(t["code"], t["threshold"]) for t in tiers] == [("member", 0), ("silver", 1000), ("gold", 5000),
+                                                           ("platinum", 15000)]

@@ -233,6 +233,9 @@ class LoyaltyForm(FlaskForm):
         self.unreadable = errors
         if errors:
             return None
+        # Saved lowest first whatever the order of the rows: a tier added in an empty row
+        # at the end (a base tier put back, say) takes its place by its threshold.
+        tiers.sort(key=lambda t: t["threshold"])
         data = copy.deepcopy(saved) if isinstance(saved, dict) else {}
         data.update({
             "points_per_currency_unit": values["points_per_currency_unit"],
