@@ -414,7 +414,23 @@ def test_preview_recomputes_for_another_amount_and_kind(client, hotel):
     assert page.status_code == 200 and f"Gold earns {num(gold_points)}" in page.text
 
 
+def test_preview_counts_the_department_multiplier(client, hotel):
+    _tenant, owner = hotel
+    prog = preset_programme("hotel")
+    _as(client, owner)
+    query = {"amount": "1000", "kind": "food-beverage", "department": "food-beverage"}
+    r = client.get("/settings/programme/loyalty/preview", query_string=query, headers={"HX-Request": "true"})
+    assert r.status_code == 200
+    gold = prog.earn(Decimal(1000), 1, "food-beverage", dt.date.min, department="food-beverage", tier_code="gold")
+    assert gold.points == 187 and gold.detail["category_multiplier"] == "1.5"  # 100 x 1.5 x 1.25
+    assert f"Gold earns {num(gold.points)}" in r.text
+    assert "× 1.5 (department multiplier)" in r.text
+    page = client.get("/settings/programme/loyalty", query_string=query).text
+    assert '<option value="food-beverage" selected>' in page and f"Gold earns {num(gold.points)}" in page
+
+
 @pytest.mark.parametrize("query, message", [
+    ({"amount": "1280", "kind": "stay", "department": "casino"}, "Choose one of the listed values."),
     ({"amount": "lots", "kind": "stay"}, "Enter an amount such as 1280.00."),
     ({"amount": "-5", "kind": "stay"}, "Enter an amount such as 1280.00."),
     ({"amount": "1280", "kind": "spaceflight"}, "Choose one of the listed values."),

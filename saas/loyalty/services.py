@@ -220,10 +220,13 @@ def get_redemption(s: Session, entry_id: uuid.UUID) -> LedgerEntry:
     return entry
 
 
-def earning_preview(programme: Programme, amount: Decimal, kind: str) -> list[tuple[Tier | None, int]]:
-    """What ``amount`` of ``kind`` earns at each tier (for the settings preview)."""
+def earning_preview(programme: Programme, amount: Decimal, kind: str,
+                    department: str = "") -> list[tuple[Tier | None, int]]:
+    """What ``amount`` of ``kind`` (in ``department``: its category multiplier) earns at
+    each tier (for the settings preview)."""
     tiers = list(programme.tiers) or [None]
-    return [(t, programme.earn(amount, 1, kind, dt.date.min, tier_code=t.code if t else "").points) for t in tiers]
+    return [(t, programme.earn(amount, 1, kind, dt.date.min, department=department,
+                               tier_code=t.code if t else "").points) for t in tiers]
 
 
 # --- referrals ---------------------------------------------------------------------------

@@ -178,10 +178,17 @@ def _loyalty_preview(args) -> dict:
     kind = next((k for k in kinds if k.code == kind_code), None)
     if kind is None and kinds:
         errors["kind"] = [_l("Choose one of the listed values.")]
-    preview = loyalty.earning_preview(programme, amount, kind.code if kind else "") if not errors else []
+    departments = [d for d in services.list_entries(s, "departments") if d.active]
+    department_code = str(args.get("department") or "")[:40]
+    department = next((d for d in departments if d.code == department_code), None)
+    if department_code and department is None:
+        errors["department"] = [_l("Choose one of the listed values.")]
+    preview = (loyalty.earning_preview(programme, amount, kind.code if kind else "",
+                                       department.code if department else "") if not errors else [])
     return dict(programme=programme, kinds=kinds, preview=preview, preview_kind=kind, preview_amount=amount,
                 amount_raw=amount_raw, kind_code=kind_code, preview_errors=errors,
-                kind_names={k.code: k for k in all_kinds})
+                kind_names={k.code: k for k in all_kinds}, preview_departments=departments,
+                department_code=department_code, preview_department=department)
 
 
 def _loyalty_summary_names(s) -> dict:
