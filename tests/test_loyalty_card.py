@@ -449,6 +449,9 @@ def test_manager_reverses_a_transaction_from_the_customer_page(client, desk):
     detail = client.get(f"/customers/{desk.guest.id}").text
     assert "Transaction reversed: 200 points taken back. Balance: -150 points." in detail
     assert f'href="{reverse_url}?return=customer"' not in detail and "reversed" in detail
+    # The refunded money is not in the customer's total any more (the row stays, marked).
+    totals = re.search(r'<p class="totals">(.*?)</p>', detail, re.S).group(1)
+    assert "1 transaction" in totals and "0.00, not counting 1 reversed transaction" in totals, totals
     assert desk.get(Transaction, tx.id).reversed_on == DAY
     assert desk.balance() == -150
     page = client.get(desk.page).text

@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 
 import phonenumbers
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import and_, func, literal_column, not_, or_, select, text, union, union_all
+from sqlalchemy import and_, case, func, literal_column, not_, or_, select, text, union, union_all
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -485,7 +485,8 @@ class TransactionRow:
 class TransactionHistory:
     rows: list[TransactionRow]
     count: int
-    total: Decimal
+    total: Decimal  # of the transactions not reversed (a refund gave the money back)
+    reversed: int = 0
 
 
 def _transaction_rows(s: Session, customer: Customer, limit: int) -> list[TransactionRow]:
@@ -508,11 +509,14 @@ def _transaction_rows(s: Session, customer: Customer, limit: int) -> list[Transa
 
 def transaction_history(s: Session, customer: Customer, limit: int = RECENT_TRANSACTIONS) -> TransactionHistory:
     """The customer's latest transactions (newest first, at most ``limit``) with the count
-    and the sum of all of them."""
-    count, total = s.execute(select(func.count(Transaction.id), func.coalesce(func.sum(Transaction.amount), 0))
-                             .where(Transaction.customer_id == customer.id)).one()
+    of all of them, the sum of those not reversed and how many were reversed."""
+    kept = Transaction.reversed_on.is_(None)
+    count, total, reversed_ = s.execute(
+        select(func.count(Transaction.id), func.coalesce(func.sum(case((kept, Transaction.amount))), 0),
+               func.count(case((~kept, 1))))
+        .where(Transaction.customer_id == customer.id)).one()
     return TransactionHistory(rows=_transaction_rows(s, customer, limit), count=count,
-                              total=Decimal(total).quantize(Decimal("0.01")))
+                              total=Decimal(total).quantize(Decimal("0.01")), reversed=reversed_)
 
 
 def last_visit(s: Session, customer: Customer) -> TransactionRow | None:
