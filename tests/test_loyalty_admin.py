@@ -139,6 +139,18 @@ def test_a_bad_reward_is_refused_field_by_field_keeping_what_was_typed(client, h
     assert _count(tenant_session, tenant, Reward) == before
 
 
+def test_a_reward_code_is_a_code(client, hotel_staff, tenant_session):
+    tenant, _owner, manager, _staff = hotel_staff
+    before = _count(tenant_session, tenant, Reward)
+    _as(client, manager)
+    r = client.post("/loyalty/rewards/new", data={"code": "Bad Code!", "name_zh": "早餐", "name_en": "Breakfast",
+                                                   "points_cost": "800", "active": "y"})
+    assert r.status_code == 422
+    assert "Use 1 to 40 lower-case letters, digits and hyphens, starting with a letter or digit." in r.text
+    assert 'value="Bad Code!"' in r.text
+    assert _count(tenant_session, tenant, Reward) == before
+
+
 def test_a_manager_edits_deactivates_and_reactivates_a_reward(client, hotel_staff, write_session, tenant_session):
     tenant, _owner, manager, _staff = hotel_staff
     reward = _reward(write_session, tenant)

@@ -174,7 +174,7 @@ def get_tenant():
 CODE = {"type": "string", "pattern": services.CODE_RE.pattern,
         "description": "Stable identifier: 1 to 40 lower-case letters, digits and hyphens."}
 api.explain_pattern(services.CODE_RE.pattern,
-                    _l("Use 1 to 40 lower-case letters, digits and hyphens, starting with a letter or digit."))
+                    services.CODE_RULE)
 NAME = {"type": "string", "minLength": 1, "maxLength": 120}
 MAX_LIST = 1000
 

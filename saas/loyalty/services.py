@@ -294,12 +294,16 @@ def save_reward(s: Session, data: dict, reward: Reward | None = None) -> Reward:
     active dates and locations. Raises ValidationFailed per field; nothing written then."""
     errors: dict[str, list] = {}
     values: dict = {}
+    from saas.settings.services import CODE_RE, CODE_RULE
+
     for key, limit in (("code", 40), ("name_zh", 120), ("name_en", 120)):
         v = str(data.get(key) or "").strip()
         if not v:
             errors[key] = [_l("This field is required.")]
         elif len(v) > limit:
             errors[key] = [_l("At most %(n)s characters.", n=limit)]
+        elif key == "code" and not CODE_RE.match(v):
+            errors[key] = [CODE_RULE]  # the API and the redeem form name rewards by code
         values[key] = v
     for key, required in (("points_cost", True), ("stock", False)):
         raw = str(data.get(key) if data.get(key) is not None else "").strip().replace(",", "")

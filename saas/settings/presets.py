@@ -96,6 +96,16 @@ def validate_section(section: str, data, department_codes: set[str], kind_codes:
                      | {k for p in programme.promotions for k in p.kinds}) - {""}
             for code in sorted(named - kind_codes):
                 errors.append(_l("No transaction kind has the code %(code)s.", code=code))
+        from saas.settings.services import CODE_RE
+
+        for i, tier in enumerate(programme.tiers, 1):
+            if tier.code and not CODE_RE.match(tier.code):
+                errors.append(_l("%(what)s: use 1 to 40 lower-case letters, digits and hyphens, starting with "
+                                 "a letter or digit.", what=_l("Tier %(n)s code", n=i)))
+        for i, promo in enumerate(programme.promotions, 1):
+            if promo.code and not CODE_RE.match(promo.code):
+                errors.append(_l("%(what)s: use 1 to 40 lower-case letters, digits and hyphens, starting with "
+                                 "a letter or digit.", what=_l("Promotion %(n)s code", n=i)))
         for i, tier in enumerate(programme.tiers, 1):
             if tier.multiplier <= 0:
                 errors.append(_l("Tier %(n)s points multiplier must be more than 0.", n=i))

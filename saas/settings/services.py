@@ -31,6 +31,7 @@ from saas.settings.models import (
 
 LIST_MODELS = {"locations": Location, "departments": Department, "transaction-kinds": TransactionKind}
 CODE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+CODE_RULE = _l("Use 1 to 40 lower-case letters, digits and hyphens, starting with a letter or digit.")
 
 
 def apply_preset(s: Session, tenant: Tenant) -> None:
@@ -82,8 +83,7 @@ def _check_entry(s: Session, kind: str, data: dict, existing=None) -> dict:
     errors: dict[str, list] = {}
     code = (data.get("code") or "").strip()
     if not CODE_RE.match(code):
-        errors.setdefault("code", []).append(
-            _l("Use 1 to 40 lower-case letters, digits and hyphens, starting with a letter or digit."))
+        errors.setdefault("code", []).append(CODE_RULE)
     else:
         model = LIST_MODELS[kind]
         clash = s.scalar(select(model).where(model.code == code))
