@@ -174,6 +174,8 @@ def test_panel_for_a_new_customer_and_in_chinese(client, desk, add_member):
     login(client, zh.email)
     r = client.get(desk.card, headers={"HX-Request": "true"})
     assert "银卡会员" in r.text and "延迟退房至13:00" in r.text and "1,280" in r.text
+    page = client.get(desk.page).text
+    assert "（累计积分）" in page and "(累计积分)" not in page  # Chinese punctuation in Chinese
 
 
 def test_panel_warns_when_the_account_owes_points(client, desk):
