@@ -408,6 +408,7 @@ def test_customer_loyalty_summary(app, client, hotel):
     body = r.get_json()
     assert body["as_of"] == TODAY.isoformat() and body["customer_ref"] == "PMS-1"
     assert (body["balance"], body["redeemable"], body["pending"], body["owed"]) == (1200, 1200, 0, 0)
+    assert body["pending_from"] is None
     assert body["redeemable_value"] == "60.00"
     assert body["measure"] == "points_earned" and body["qualifying"] == 1200
     tier = body["tier"]

@@ -8,6 +8,7 @@ import re
 from decimal import Decimal
 
 import pytest
+from babel.dates import format_date
 from sqlalchemy import func, select
 
 from saas import clock
@@ -507,3 +508,16 @@ def test_loyalty_page_lists_the_history_with_balances(client, desk):
 
 def s_count(desk) -> int:
     return int(desk.read(lambda s: s.scalar(select(func.count()).select_from(LedgerEntry))))
+
+
+def test_pending_points_say_when_they_become_redeemable(client, desk, write_session):
+    s = write_session(desk.tenant)
+    row = s.scalar(select(ProgrammeSection).where(ProgrammeSection.section == "loyalty"))
+    row.data = {**PROGRAMME, "pending_days": 7}
+    row.updated_at = clock.now_utc()
+    s.commit()
+    desk.earn("1000")  # 100 points, redeemable a week later
+    login(client, desk.staff.email)
+    day = format_date(DAY + dt.timedelta(days=7), "medium", locale="en")
+    assert f"100 pending, the first redeemable on {day}" in client.get(desk.card, headers={"HX-Request": "true"}).text
+    assert f"100 pending, the first redeemable on {day}" in client.get(desk.page).text

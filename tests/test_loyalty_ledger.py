@@ -173,8 +173,10 @@ def test_redemption_refused_when_short_and_for_pending_points(books):
     with pytest.raises(ValidationFailed) as exc:
         ledger.redeem(s, p, c, DAY, points=100)
     assert exc.value.code == "insufficient_points"
-    assert services.summary(s, p, c.id, DAY).pending == 100
+    sm = services.summary(s, p, c.id, DAY)
+    assert (sm.pending, sm.pending_from) == (100, DAY + dt.timedelta(days=7))
     ledger.redeem(s, p, c, DAY + dt.timedelta(days=7), points=100)
+    assert services.summary(s, p, c.id, DAY + dt.timedelta(days=7)).pending_from is None
     assert ledger.account(s, c.id).balance == 0
 
 

@@ -148,7 +148,8 @@ REDEMPTION_VOID = api.schema("RedemptionVoid", {
 
 LOYALTY = api.schema("CustomerLoyalty", {
     "type": "object",
-    "required": ["customer_ref", "as_of", "balance", "redeemable", "redeemable_value", "pending", "owed", "tier",
+    "required": ["customer_ref", "as_of", "balance", "redeemable", "redeemable_value", "pending", "pending_from",
+                 "owed", "tier",
                  "measure", "qualifying", "window_start", "next_tier", "retention", "expiring"],
     "properties": {
         "customer_ref": {"type": ["string", "null"]},
@@ -159,6 +160,9 @@ LOYALTY = api.schema("CustomerLoyalty", {
                                       "not expired, after any debt)."},
         "redeemable_value": {"type": "string", "description": "What the redeemable points are worth as payment."},
         "pending": {"type": "integer", "description": "Points earned but still in the pending period."},
+        "pending_from": {"type": ["string", "null"], "format": "date",
+                         "description": "The first day some of the pending points become redeemable; null: none "
+                                        "pending."},
         "owed": {"type": "integer",
                  "description": "Points owed after a refund of points already spent; redemptions are refused "
                                 "while this is above 0."},
@@ -510,6 +514,7 @@ def get_customer_loyalty(ref):
         "redeemable": sm.redeemable,
         "redeemable_value": _amount_text(sm.cash_value),
         "pending": sm.pending,
+        "pending_from": sm.pending_from.isoformat() if sm.pending_from else None,
         "owed": sm.owed,
         "tier": tier,
         "measure": measure,

@@ -77,6 +77,7 @@ class Summary:
     keep_by: dt.date | None
     expiring: list                # [(day, points)] within 90 days
     point_value: Decimal
+    pending_from: dt.date | None = None   # the first day pending points become redeemable
 
     @property
     def cash_value(self) -> Decimal:
@@ -114,7 +115,9 @@ def summary(s: Session, programme: Programme, customer_id: uuid.UUID, as_of: dt.
         keep_needed = max(tier.retention_threshold - so_far, 0)
     return Summary(balance, redeemable, pending, owed, tier, state.since, state.review_on, programme.tier_measure,
                    qualifying, start, nxt, max(nxt.threshold - qualifying, 0) if nxt else 0, keep_needed, keep_by,
-                   ledger.lots_by_expiry(pool, as_of), programme.point_value)
+                   ledger.lots_by_expiry(pool, as_of), programme.point_value,
+                   min((lot.entry.available_on for lot in pool
+                        if lot.remaining > 0 and lot.valid_on(as_of) and not lot.redeemable_on(as_of)), default=None))
 
 
 @dataclass
