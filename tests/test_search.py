@@ -343,4 +343,5 @@ def test_fast_chinese_mobile_format_matches_phonenumbers():
     assert services.format_phone("+862166668888", "CN") == "021 6666 8888"
     assert services.format_phone("+442079460958", "CN") == "+44 20 7946 0958"
     assert services.format_phone("+8613812345678", "GB") == "+86 138 1234 5678"
-    assert services.mask_phone("+442079460958", "GB") == "207***0958"
+    assert services.mask_phone("+442079460958", "GB") == "020****0958"  # as shown: 020 7946 0958
+    assert services.mask_phone("+862038819962", "CN") == "020****9962"  # 020 3881 9962

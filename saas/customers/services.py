@@ -205,7 +205,8 @@ def _format_e164(phone: str, region: str) -> str:
 
 def mask_phone(phone: str | None, region: str | None = None) -> str:
     """A phone number with its middle hidden: 13812345678 -> 138****5678. An E.164 number
-    of ``region`` is masked in its national form (+8613812345678 -> 138****5678)."""
+    of ``region`` is masked in its national form (+8613812345678 -> 138****5678,
+    +862038819962 -> 020****9962: the digits ``format_phone`` shows)."""
     phone = phone or ""
     if region and phone.startswith("+"):
         if region == "CN" and _CN_MOBILE.fullmatch(phone):
@@ -221,14 +222,15 @@ def mask_phone(phone: str | None, region: str | None = None) -> str:
 
 @functools.lru_cache(maxsize=20_000)
 def _national_in(phone: str, region: str) -> str:
-    """The national significant number of an E.164 number of ``region``; the number
+    """The digits of an E.164 number of ``region`` as dialled there (with the trunk
+    prefix: 020 3881 9962 -> 02038819962, as ``format_phone`` shows it); the number
     unchanged when it is of another region or unreadable."""
     try:
         number = phonenumbers.parse(phone, None)
     except phonenumbers.NumberParseException:
         return phone
     if phonenumbers.region_code_for_number(number) == region:
-        return phonenumbers.national_significant_number(number)
+        return re.sub(r"\D", "", phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL))
     return phone
 
 
