@@ -554,3 +554,11 @@ def test_ledger_untouched_by_page_views(client, member, tenant_session):
     client.get(f"/customers/{customer.id}/loyalty/statement")
     client.get("/loyalty/rewards")
     assert _count(tenant_session, tenant, LedgerEntry) == before
+
+
+def test_the_preview_sentence_in_chinese_names_the_kind_once(client, make_tenant):
+    _tenant, owner = make_tenant(industry="hotel", language="zh_CN")
+    _as(client, owner)
+    r = client.get("/settings/programme/loyalty/preview", query_string={"amount": "1000", "kind": "food-beverage"})
+    assert r.status_code == 200
+    assert "餐饮消费 ¥1,000.00，普通会员可获得" in r.text and "消费消费" not in r.text
