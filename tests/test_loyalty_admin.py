@@ -562,3 +562,13 @@ def test_the_preview_sentence_in_chinese_names_the_kind_once(client, make_tenant
     r = client.get("/settings/programme/loyalty/preview", query_string={"amount": "1000", "kind": "food-beverage"})
     assert r.status_code == 200
     assert "餐饮消费 ¥1,000.00，普通会员可获得" in r.text and "消费消费" not in r.text
+
+
+def test_the_preview_starts_from_an_amount_that_earns_something(client, make_tenant):
+    """A bank earns 1 point per ¥1,000: its preview starts from ¥100,000 (100 points), not
+    ¥1,280 (1 point at every tier)."""
+    _tenant, owner = make_tenant(industry="bank")
+    _as(client, owner)
+    page = client.get("/settings/programme/loyalty").text
+    assert 'id="preview-amount" name="amount" value="100000"' in page
+    assert "earns 100 points at" in page

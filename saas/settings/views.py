@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 from flask import Blueprint, abort, flash, g, make_response, redirect, render_template, request, url_for
 from flask_babel import gettext as _
@@ -167,8 +168,8 @@ def _loyalty_preview(args) -> dict:
     all_kinds = services.list_entries(s, "transaction-kinds")
     kinds = [k for k in all_kinds if k.active]
     default = default_kind(s)
-    amount_raw = str(args.get("amount", "1280"))[:30]
     kind_code = str(args.get("kind") or (default.code if default else ""))[:40]
+    amount_raw = str(args["amount"] if "amount" in args else _sample_amount(programme, kind_code))[:30]
     errors: dict = {}
     amount = None
     try:
@@ -189,6 +190,15 @@ def _loyalty_preview(args) -> dict:
                 amount_raw=amount_raw, kind_code=kind_code, preview_errors=errors,
                 kind_names={k.code: k for k in all_kinds}, preview_departments=departments,
                 department_code=department_code, preview_department=department)
+
+
+def _sample_amount(programme, kind_code: str) -> str:
+    """The preview's first amount: ¥1,280 (a hotel night), or where the kind earns less
+    than 100 points from it (a bank's 1 point per ¥1,000), what earns 100."""
+    rate = programme.rate_for(kind_code, "")
+    if rate <= 0 or 1280 * rate >= 100:
+        return "1280"
+    return str((100 / rate).quantize(Decimal(1)))
 
 
 def _loyalty_summary_names(s) -> dict:
