@@ -181,8 +181,9 @@ def test_demo_history_earned_by_the_programme_with_its_department_multipliers(ap
         for e in entries:
             tx = txs[e.transaction_id]
             assert e.detail.get("category_multiplier") == "1.5", e.detail
-            expected = programme.earn(tx.amount, tx.quantity, *loyalty._codes(s, tx)[:1], tx.occurred_on,
-                                      *loyalty._codes(s, tx)[1:], e.detail.get("tier", "")).points
+            kind, location, department = loyalty._codes(s, tx)
+            expected = programme.earn(tx.amount, tx.quantity, kind, tx.occurred_on, location, department,
+                                      e.detail.get("tier", "")).points
             assert e.points == expected
     finally:
         s.close()

@@ -205,7 +205,7 @@ def _remove_all(v):
     ({"tiers-1-threshold": ""}, "This field is required.", "tiers-1-threshold"),
     ({"expiry": "sometimes"}, "Choose one of the listed values.", None),
     ({"tiers-1-code": "member"}, "Tier 2 repeats the code member.", "tiers-1-code"),
-    ({"tiers-1-code": "Bad Code!"}, "Tier 2 code: use 1 to 40 lower-case letters, digits and hyphens", "tiers-1-code"),
+    ({"tiers-1-code": "Bad Code!"}, "Tier 2 code: Use 1 to 40 lower-case letters, digits and hyphens", "tiers-1-code"),
     ({"tiers-1-name_en": ""}, "Tier 2 needs its English name (1 to 200 characters).", "tiers-1-name_en"),
     ({"__remove_all": ""}, "At least one tier is needed.", None),
 ])

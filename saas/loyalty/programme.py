@@ -343,19 +343,20 @@ class _Reader:
             if code in codes:
                 self.fail(_l("%(what)s repeats the code %(code)s.", what=what, code=code))
             codes.add(code)
-            before = len(self.problems)
-            threshold = self.int(t.get("threshold"), _l("Tier %(n)s threshold", n=i), 0, maximum=MAX_THRESHOLD)
+            # None when missing or refused: the comparisons below are only for a threshold read.
+            threshold = self.int(t.get("threshold"), _l("Tier %(n)s threshold", n=i), None, maximum=MAX_THRESHOLD)
             if t.get("threshold") is None:
                 self.fail(_l("%(what)s needs a threshold.", what=what))
-            valid = len(self.problems) == before  # the comparisons below only for a threshold read
-            if valid and threshold <= last:
-                self.fail(_l("Tier thresholds must rise from one tier to the next."))
-            last = threshold if valid else last
-            before = len(self.problems)
             retention = self.int(t.get("retention_threshold"), _l("Tier %(n)s retention threshold", n=i), threshold,
                                  maximum=MAX_THRESHOLD)
-            if valid and len(self.problems) == before and retention > threshold:
-                self.fail(_l("%(what)s: the retention threshold cannot exceed the threshold.", what=what))
+            if threshold is not None:
+                if threshold <= last:
+                    self.fail(_l("Tier thresholds must rise from one tier to the next."))
+                last = threshold
+                if retention > threshold:  # a refused retention threshold came back as the threshold
+                    self.fail(_l("%(what)s: the retention threshold cannot exceed the threshold.", what=what))
+            threshold = threshold or 0
+            retention = threshold if retention is None else retention
             discount = self.decimal(t.get("discount_percent"), _l("Tier %(n)s discount", n=i), Decimal(0))
             if discount > 100:
                 self.fail(_l("%(what)s: the discount is a percentage from 0 to 100.", what=what))

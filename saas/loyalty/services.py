@@ -21,7 +21,7 @@ from saas.errors import NotFound, ValidationFailed
 from saas.loyalty import ledger
 from saas.loyalty.models import LedgerEntry, LoyaltyAccount, Referral, Reward
 from saas.loyalty.programme import Programme, ProgrammeError, Tier
-from saas.settings.models import Department, Location, ProgrammeSection, TransactionKind
+from saas.settings.models import CODE_RE, CODE_RULE, Department, Location, ProgrammeSection, TransactionKind
 
 _CACHE: dict[tuple, Programme] = {}
 
@@ -77,23 +77,27 @@ class Summary:
     keep_by: dt.date | None
     expiring: list                # [(day, points)] within 90 days
     point_value: Decimal
-    pending_from: dt.date | None = None   # the first day pending points become redeemable
+    pending_from: dt.date | None  # the first day pending points become redeemable (None: none pending)
 
     @property
     def cash_value(self) -> Decimal:
         return (Decimal(max(self.redeemable, 0)) * self.point_value).quantize(Decimal("0.01"))
 
 
-def _balances(s: Session, acc: LoyaltyAccount | None, pool: list, as_of: dt.date) -> tuple[int, int, int, int]:
-    """(balance, redeemable, pending, owed) of an account whose lots are ``pool``: what
-    is owed comes off what could be redeemed."""
+def _balances(s: Session, acc: LoyaltyAccount | None, pool: list,
+              as_of: dt.date) -> tuple[int, int, int, int, dt.date | None]:
+    """(balance, redeemable, pending, owed, pending_from) of an account whose lots are
+    ``pool``: what is owed comes off what could be redeemed; pending_from is the first
+    day a pending lot becomes redeemable."""
     if acc is None:
-        return 0, 0, 0, 0
+        return 0, 0, 0, 0, None
     owed = sum(left for _, left in ledger.debts(s, acc.customer_id)) if acc.balance <= 0 else 0
     valid = [lot for lot in pool if lot.remaining > 0 and lot.valid_on(as_of)]
     redeemable = sum(lot.remaining for lot in valid if lot.redeemable_on(as_of))
-    pending = sum(lot.remaining for lot in valid if not lot.redeemable_on(as_of))
-    return acc.balance, max(0, min(redeemable - owed, acc.balance)), pending, owed
+    waiting = [lot for lot in valid if not lot.redeemable_on(as_of)]
+    pending_from = min((lot.entry.available_on or lot.entry.occurred_on for lot in waiting), default=None)
+    return (acc.balance, max(0, min(redeemable - owed, acc.balance)), sum(lot.remaining for lot in waiting), owed,
+            pending_from)
 
 
 def summary(s: Session, programme: Programme, customer_id: uuid.UUID, as_of: dt.date) -> Summary:
@@ -103,7 +107,7 @@ def summary(s: Session, programme: Programme, customer_id: uuid.UUID, as_of: dt.
     state = ledger._tier_state(s, programme, customer_id, acc, as_of)
     tier = programme.tiers[state.index] if state.index >= 0 else None
     pool = ledger.lots(s, customer_id) if acc is not None else []
-    balance, redeemable, pending, owed = _balances(s, acc, pool, as_of)
+    balance, redeemable, pending, owed, pending_from = _balances(s, acc, pool, as_of)
     start, _ = programme.window(as_of)
     qualifying = ledger.qualifying_value(s, programme, customer_id, start, as_of)
     nxt = programme.tiers[state.index + 1] if state.index + 1 < len(programme.tiers) else None
@@ -115,9 +119,7 @@ def summary(s: Session, programme: Programme, customer_id: uuid.UUID, as_of: dt.
         keep_needed = max(tier.retention_threshold - so_far, 0)
     return Summary(balance, redeemable, pending, owed, tier, state.since, state.review_on, programme.tier_measure,
                    qualifying, start, nxt, max(nxt.threshold - qualifying, 0) if nxt else 0, keep_needed, keep_by,
-                   ledger.lots_by_expiry(pool, as_of), programme.point_value,
-                   min((lot.entry.available_on for lot in pool
-                        if lot.remaining > 0 and lot.valid_on(as_of) and not lot.redeemable_on(as_of)), default=None))
+                   ledger.lots_by_expiry(pool, as_of), programme.point_value, pending_from)
 
 
 @dataclass
@@ -297,8 +299,6 @@ def save_reward(s: Session, data: dict, reward: Reward | None = None) -> Reward:
     active dates and locations. Raises ValidationFailed per field; nothing written then."""
     errors: dict[str, list] = {}
     values: dict = {}
-    from saas.settings.services import CODE_RE, CODE_RULE
-
     for key, limit in (("code", 40), ("name_zh", 120), ("name_en", 120)):
         v = str(data.get(key) or "").strip()
         if not v:
@@ -525,6 +525,6 @@ def balances(s: Session, customer_id: uuid.UUID, as_of: dt.date) -> tuple[int, i
     (without the tier work)."""
     acc = ledger.account(s, customer_id)
     pool = ledger.lots(s, customer_id) if acc is not None else []
-    balance, redeemable, _pending, _owed = _balances(s, acc, pool, as_of)
+    balance, redeemable, _pending, _owed, _from = _balances(s, acc, pool, as_of)
     return balance, redeemable
 

@@ -3,13 +3,21 @@ and the programme sections loaded from its industry preset."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from saas.clock import now_utc
 from saas.db import Base, TenantScoped, UTCDateTime
+
+
+# The code of a list entry, a reward, a tier or a promotion: what the API and the
+# programme's TOML name it by.
+CODE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+CODE_RULE = _l("Use 1 to 40 lower-case letters, digits and hyphens, starting with a letter or digit.")
 
 
 class CodedEntry:

@@ -10,6 +10,7 @@ from flask_babel import lazy_gettext as _l
 
 from saas.config import ROOT
 from saas.loyalty.programme import Programme, ProgrammeError
+from saas.settings.models import CODE_RE, CODE_RULE
 
 PRESET_DIR = ROOT / "tenants"
 PROGRAMME_SECTIONS = ("loyalty", "churn", "surveys", "targets")
@@ -96,20 +97,14 @@ def validate_section(section: str, data, department_codes: set[str], kind_codes:
                      | {k for p in programme.promotions for k in p.kinds}) - {""}
             for code in sorted(named - kind_codes):
                 errors.append(_l("No transaction kind has the code %(code)s.", code=code))
-        from saas.settings.services import CODE_RE
-
         for i, tier in enumerate(programme.tiers, 1):
             if tier.code and not CODE_RE.match(tier.code):
-                errors.append(_l("%(what)s: use 1 to 40 lower-case letters, digits and hyphens, starting with "
-                                 "a letter or digit.", what=_l("Tier %(n)s code", n=i)))
-        for i, promo in enumerate(programme.promotions, 1):
-            if promo.code and not CODE_RE.match(promo.code):
-                errors.append(_l("%(what)s: use 1 to 40 lower-case letters, digits and hyphens, starting with "
-                                 "a letter or digit.", what=_l("Promotion %(n)s code", n=i)))
-        for i, tier in enumerate(programme.tiers, 1):
+                errors.append(_l("%(what)s: %(rule)s", what=_l("Tier %(n)s code", n=i), rule=CODE_RULE))
             if tier.multiplier <= 0:
                 errors.append(_l("Tier %(n)s points multiplier must be more than 0.", n=i))
         for i, promo in enumerate(programme.promotions, 1):
+            if promo.code and not CODE_RE.match(promo.code):
+                errors.append(_l("%(what)s: %(rule)s", what=_l("Promotion %(n)s code", n=i), rule=CODE_RULE))
             if promo.multiplier <= 0:
                 errors.append(_l("Promotion %(n)s multiplier must be more than 0.", n=i))
         if programme.point_value <= 0:

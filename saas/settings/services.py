@@ -21,7 +21,9 @@ from saas.db import bound_tenant_id
 from saas.errors import NotFound, ValidationFailed
 from saas.loyalty.models import Reward
 from saas.settings import presets
-from saas.settings.models import (
+from saas.settings.models import (  # noqa: F401 - CODE_RE: services.CODE_RE for the API's schema
+    CODE_RE,
+    CODE_RULE,
     ApiKey,
     Department,
     Location,
@@ -30,8 +32,6 @@ from saas.settings.models import (
 )
 
 LIST_MODELS = {"locations": Location, "departments": Department, "transaction-kinds": TransactionKind}
-CODE_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
-CODE_RULE = _l("Use 1 to 40 lower-case letters, digits and hyphens, starting with a letter or digit.")
 
 
 def apply_preset(s: Session, tenant: Tenant) -> None:
@@ -199,12 +199,14 @@ def update_programme_section(s: Session, section: str, toml_text: str) -> Progra
 def _toml_error(exc: tomllib.TOMLDecodeError):
     """Where the TOML text stops parsing, in the user's language (tomllib's own words,
     English only, follow for the detail)."""
-    m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+    text = str(exc)
+    m = re.search(r"\(at line (\d+), column (\d+)\)", text)
     if m:
         return _l("This is not valid TOML at line %(line)s, column %(column)s (%(err)s).", line=m.group(1),
-                  column=m.group(2), err=str(exc)[:m.start()].strip())
-    return _l("This is not valid TOML: the text ends before the last setting is complete (%(err)s).",
-              err=str(exc)) if "end of document" in str(exc) else _l("This is not valid TOML: %(err)s", err=str(exc))
+                  column=m.group(2), err=text[:m.start()].strip())
+    if "end of document" in text:
+        return _l("This is not valid TOML: the text ends before the last setting is complete (%(err)s).", err=text)
+    return _l("This is not valid TOML: %(err)s", err=text)
 
 
 def programme_section_data(s: Session, section: str):
