@@ -138,6 +138,11 @@ _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 CPU_KEYS = ("cpu_server_ms", "cpu_client_ms", "cpu_other_ms", "cores_busy")
 
 
+def _figures(r: dict) -> dict:
+    """What the report keeps of a wrk run: counts, rates, latencies, errors, CPU."""
+    return {k: r[k] for k in ("requests", "seconds", "rps", "p50", "p90", "p99", "max", "mean", "errors", *CPU_KEYS)}
+
+
 def _process_cpu(pid: int) -> float:
     """CPU seconds (user + system) used so far by ``pid`` and its live children (gunicorn's
     master and workers); 0 where /proc cannot tell."""
@@ -747,16 +752,14 @@ def _run(overrides, database, customers, requests, clients, workers, threads, wa
         log("== the same server: the award's request without its amount (422 from the schema, nothing written)")
         if use_wrk:
             _warm, refused = load_with(served, WRK_REFUSED, "refused")
-            out["refused"] = {k: refused[k] for k in ("requests", "seconds", "rps", "p50", "p90", "p99", "max",
-                                                      "mean", "errors", *CPU_KEYS)}
+            out["refused"] = _figures(refused)
         else:
             reqs = [(m, u, {k: v for k, v in body.items() if k != "amount"}, h)
                     for m, u, body, h in award_requests(info["key"], customers, requests, rng, day)]
             out["refused"] = with_cpu(served.pid, lambda: summarize(run_load(http, reqs, clients), 422))
     if use_wrk:
         answers = {**warm["answers"], **load["answers"]}
-        out["award"] = {k: load[k] for k in ("requests", "seconds", "rps", "p50", "p90", "p99", "max", "mean",
-                                              "errors", *CPU_KEYS)}
+        out["award"] = _figures(load)
         out["award"]["statuses"] = {"201": load["ok"], "other": load["other"], "socket errors": load["socket_errors"]}
         out["award"]["warmup_errors"] = warm["errors"]
         out["award"]["sample_errors"] = [load["first_other"]] if load["first_other"] else []
@@ -774,8 +777,7 @@ def _run(overrides, database, customers, requests, clients, workers, threads, wa
                probe="/") as served:
         if use_wrk:
             _warm, bare = load_with(served, WRK_BARE, "bare")
-            out["bare"] = {k: bare[k] for k in ("requests", "seconds", "rps", "p50", "p90", "p99", "max", "mean",
-                                                "errors", *CPU_KEYS)}
+            out["bare"] = _figures(bare)
         else:
             http = Http(served.url)
             bare_reqs = [("POST", "/bare", b, {"Authorization": h["Authorization"],
@@ -845,18 +847,22 @@ def _raw_sql_load(spec, log_path, name, info, customers, clients, workers, threa
     with serve(spec, log_path, workers=workers, threads=threads, probe="/") as served:
         if load_with is not None:
             _warm, raw = load_with(served, WRK_BARE, name)
-            out = {k: raw[k] for k in ("requests", "seconds", "rps", "p50", "p90", "p99", "max", "mean", "errors",
-                                       *CPU_KEYS)}
+            out = _figures(raw)
         else:
             http = Http(served.url)
             reqs = [("POST", "/bare", b, {}) for _m, _p, b, _h in award_requests(info["key"], customers,
                                                                                   requests + warmup, rng, day)]
             run_load(http, reqs[:warmup], clients)
             out = with_cpu(served.pid, lambda: summarize(run_load(http, reqs[warmup:], clients), 201))
-        with urllib.request.urlopen(served.url + "/batches", timeout=10) as r:
-            counts = json.loads(r.read())
-        if counts["batches"]:
-            out["awards_per_batch"] = round(counts["awards"] / counts["batches"], 1)
+        # Each answer is one worker's; ask until most have answered (a new connection each).
+        workers_seen = {}
+        for _ in range(8 * workers):
+            with urllib.request.urlopen(served.url + "/batches", timeout=10) as r:
+                counts = json.loads(r.read())
+            workers_seen[counts["pid"]] = counts
+        batches = sum(c["batches"] for c in workers_seen.values())
+        if batches:
+            out["awards_per_batch"] = round(sum(c["awards"] for c in workers_seen.values()) / batches, 1)
     out["server_problems"] = server_problems(log_path)[:10]
     return out
 

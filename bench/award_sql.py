@@ -286,8 +286,10 @@ def raw_app(db_path: str, capture_path: str, group_commit: bool = False):
         return {"ok": True, "customer_ref": body.get("customer_ref")}, 201
 
     @app.get("/batches")
-    def batches():
-        return {"batches": group.batches if group else 0, "awards": group.items if group else 0}
+    def batches():  # this worker's counters
+        import os
+
+        return {"pid": os.getpid(), "batches": group.batches if group else 0, "awards": group.items if group else 0}
 
     @app.get("/")
     def index():
