@@ -64,10 +64,10 @@ def test_group_commit_writes_each_request_in_its_own_savepoint(tmp_path):
     errors = {}
 
     def write(i):
-        value = None if i == 7 else f"v{i}"  # NOT NULL: only this request fails
+        second = None if i == 7 else f"w{i}"  # NOT NULL: only this request's second insert fails
         try:
-            group.write([["INSERT INTO t (id, v) VALUES (?, ?)", [i, value]],
-                         ["INSERT INTO t (id, v) VALUES (?, ?)", [1000 + i, value]]])
+            group.write([["INSERT INTO t (id, v) VALUES (?, ?)", [i, f"v{i}"]],  # undone with it
+                         ["INSERT INTO t (id, v) VALUES (?, ?)", [1000 + i, second]]])
         except sqlite3.IntegrityError as exc:
             errors[i] = exc
 
