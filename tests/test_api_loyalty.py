@@ -449,22 +449,27 @@ def test_customer_loyalty_retention_and_next_tier_messages(app, client, hotel):
     assert loyalty["next_tier"] == {"code": "gold", "name_zh": "金卡", "name_en": "Gold", "needed": 850,
                                     "message": "Needs 850 more points to reach Gold"}
     assert loyalty["tier"]["code"] == "member" and loyalty["tier"]["perks"] == ""
-    award(client, key, "9000", occurred_on=TODAY.isoformat())
+    # 900 points from a stay 300 days ago: in the window ending today, not in the window
+    # of Gold's first review (a year from today).
+    award(client, key, "9000", occurred_on=(TODAY - dt.timedelta(days=300)).isoformat())
     loyalty = client.get("/api/v1/customers/PMS-1/loyalty", headers=auth(key)).get_json()
     assert loyalty["tier"]["code"] == "gold"
-    # Reversing most of it: Gold is kept until its review, which needs 800 in the window.
     tx = award(client, key, "100", occurred_on=TODAY.isoformat())
     assert tx["tier"] == "gold"
+    loyalty = client.get("/api/v1/customers/PMS-1/loyalty", headers=auth(key)).get_json()
+    assert loyalty["tier"]["code"] == "gold" and loyalty["qualifying"] == 1060
+    ret = loyalty["retention"]
+    assert ret["needed"] == 640  # 800 - the 160 earned from today on
+    assert ret["message"] == f"Needs 640 more points by {ret['by']} to keep Gold"
+    zh = client.get("/api/v1/customers/PMS-1/loyalty", headers={**auth(key), "Accept-Language": "zh-CN"})
+    assert zh.get_json()["retention"]["needed"] == 640
+    # Refunding the stay that carried Gold takes Gold back (not kept until the review).
     txs = read(app, tenant, lambda s: s.scalars(select(Transaction).where(Transaction.amount == 9000)).all())
     r = client.post(f"/api/v1/transactions/{txs[0].id}/reverse", json={}, headers=auth(key, "rev"))
     assert r.status_code == 200, r.text
     loyalty = client.get("/api/v1/customers/PMS-1/loyalty", headers=auth(key)).get_json()
-    assert loyalty["tier"]["code"] == "gold" and loyalty["qualifying"] == 160
-    ret = loyalty["retention"]
-    assert ret["needed"] == 640
-    assert ret["message"] == f"Needs 640 more points by {ret['by']} to keep Gold"
-    zh = client.get("/api/v1/customers/PMS-1/loyalty", headers={**auth(key), "Accept-Language": "zh-CN"})
-    assert zh.get_json()["retention"]["needed"] == 640
+    assert loyalty["tier"]["code"] == "member" and loyalty["qualifying"] == 160
+    assert loyalty["next_tier"]["needed"] == 840
 
 
 def test_customer_loyalty_for_spend_and_a_customer_without_points(app, client, hotel):

@@ -4,6 +4,7 @@ reverse dialogs as a front-desk tablet uses them. Both databases."""
 from __future__ import annotations
 
 import datetime as dt
+import html
 import re
 from decimal import Decimal
 
@@ -521,3 +522,30 @@ def test_pending_points_say_when_they_become_redeemable(client, desk, write_sess
     day = format_date(DAY + dt.timedelta(days=7), "medium", locale="en")
     assert f"100 pending, the first redeemable on {day}" in client.get(desk.card, headers={"HX-Request": "true"}).text
     assert f"100 pending, the first redeemable on {day}" in client.get(desk.page).text
+
+
+def test_a_reversal_that_carried_an_upgrade_takes_it_back_and_the_tier_history_says_so(client, desk, add_member):
+    desk.earn("12000")  # 1,200 points: Silver
+    big = desk.earn("40000")  # 4,000 more: Gold
+    login(client, desk.manager.email)
+    page = client.get(desk.page).text
+    history = re.search(r'<section class="card" id="tier-history">(.*?)</section>', page, re.S).group(1)
+    assert history.count('class="tier-change tier-upgrade"') == 3  # none -> Member -> Silver -> Gold
+    assert "Silver → <strong>Gold</strong>" in history
+    confirm = client.get(f"/customers/{desk.guest.id}/transactions/{big.id}/reverse")
+    assert "A tier upgrade this transaction carried is taken back too" in confirm.text
+    r = client.post(f"/customers/{desk.guest.id}/transactions/{big.id}/reverse", data={"reason": "cancelled"})
+    assert r.status_code == 303
+    page = client.get(r.headers["Location"]).text
+    page = html.unescape(re.sub(r"\s+", " ", page))
+    assert ("Transaction reversed: 4,000 points taken back. Balance: 1,200 points. The upgrade to Gold it "
+            "carried is taken back: the tier is Silver again.") in page
+    history = re.search(r'<section class="card" id="tier-history">(.*?)</section>', page, re.S).group(1)
+    undo = re.search(r'<tr class="tier-change tier-undo">(.*?)</tr>', history, re.S).group(1)
+    assert "Upgrade taken back" in undo and "Gold → <strong>Silver</strong>" in undo
+    assert "40,000.00" in undo  # the reversed transaction, named
+    assert desk.read(lambda s: ledger.account(s, desk.guest.id).tier_code) == "silver"
+    # In Chinese too.
+    login(client, add_member(desk.tenant, "staff", language="zh_CN").email)
+    zh = client.get(desk.page).text
+    assert "等级变动" in zh and "升级已撤回" in zh and "金卡会员 → <strong>银卡会员</strong>" in zh

@@ -13,7 +13,7 @@ from saas.auth.models import Role
 from saas.customers.models import Customer, Transaction
 from saas.errors import ValidationFailed
 from saas.loyalty import ledger, services
-from saas.loyalty.models import LedgerEntry, LotAllocation
+from saas.loyalty.models import LedgerEntry, LotAllocation, TierChange
 from saas.loyalty.programme import Programme
 from saas.settings.models import TransactionKind
 
@@ -339,6 +339,96 @@ def test_retention_threshold_keeps_the_tier_and_the_summary_explains_it(books, a
     assert ledger.account(s, c.id).tier_code == ("gold" if kept else "silver")
 
 
+def _tier(s, customer_id):
+    acc = ledger.account(s, customer_id)
+    return acc.tier_code, acc.tier_since, acc.tier_review_on
+
+
+def _changes(s, customer_id):
+    rows = s.scalars(select(TierChange).where(TierChange.customer_id == customer_id)
+                     .order_by(TierChange.created_at, TierChange.id)).all()
+    return [(c.kind, c.from_code, c.to_code) for c in rows]
+
+
+def test_a_refund_takes_back_the_upgrade_it_carried(books):
+    """Buy, be lifted to gold, refund: not gold until the review (the exploit), but the
+    tier held before, with its own since and review day."""
+    s, c, kind, _ = books
+    p = programme()
+    earn(s, p, c, kind, "12000", on=dt.date(2026, 1, 5))  # 1,200: silver since 2026-01-05
+    before = _tier(s, c.id)
+    assert before == ("silver", dt.date(2026, 1, 5), dt.date(2027, 1, 5))
+    big, award = earn(s, p, c, kind, "40000")  # 4,400 (x1.1) more: gold on DAY
+    assert award.tier_code == "gold"
+    ledger.reverse_transaction(s, p, big, None, "returned", dt.date(2026, 3, 20))
+    assert _tier(s, c.id) == before
+    assert _changes(s, c.id) == [("upgrade", "", "member"), ("upgrade", "member", "silver"),
+                                 ("upgrade", "silver", "gold"), ("undo", "gold", "silver")]
+    undo = s.scalar(select(TierChange).where(TierChange.kind == "undo"))
+    assert (undo.transaction_id, undo.changed_on) == (big.id, dt.date(2026, 3, 20))
+    check_books(s, c.id)
+
+
+def test_a_refund_that_leaves_enough_keeps_the_tier_and_one_short_lowers_it_to_what_remains(books):
+    s, c, kind, _ = books
+    p = programme()
+    small, _ = earn(s, p, c, kind, "500")  # 50 points
+    big, award = earn(s, p, c, kind, "50000")  # 5,000 more (silver from the first 1,000): gold
+    assert award.tier_code == "gold"
+    earn(s, p, c, kind, "49000")  # 4,900 x 1.25 = 6,125 more, still on DAY: gold regardless of big
+    ledger.reverse_transaction(s, p, big, None, "", DAY)
+    assert ledger.account(s, c.id).tier_code == "gold"  # 50 + 6,125 in the window of the upgrade
+    assert [k for k, *_ in _changes(s, c.id)].count("undo") == 0
+
+
+def test_an_upgrade_short_after_a_refund_stops_at_the_tier_between(books, make_customer, hotel):
+    s, c, kind, _ = books
+    p = programme()
+    # One transaction from nothing to gold (member -> gold in one upgrade); a second of 1,500
+    # points on the same day. Refunding the first leaves 1,500 in the window: silver, with the
+    # upgrade's day and review day, and no further back.
+    big, _ = earn(s, p, c, kind, "50000")
+    earn(s, p, c, kind, "12000")  # 1,200 x 1.25 = 1,500
+    ledger.reverse_transaction(s, p, big, None, "", dt.date(2026, 4, 1))
+    assert _tier(s, c.id) == ("silver", DAY, dt.date(2027, 3, 10))
+    assert _changes(s, c.id)[-2:] == [("undo", "gold", "silver"), ("upgrade", "member", "silver")]
+    # The stand-in upgrade is itself taken back when what carries it is refunded too.
+    second = s.scalars(select(Transaction).where(Transaction.customer_id == c.id,
+                                                 Transaction.reversed_on.is_(None))).one()
+    ledger.reverse_transaction(s, p, second, None, "", dt.date(2026, 4, 2))
+    assert _tier(s, c.id) == ("member", DAY, dt.date(2027, 3, 10))
+
+
+def test_a_review_that_has_passed_stands_after_a_refund(books):
+    s, c, kind, _ = books
+    p = programme()
+    big, _ = earn(s, p, c, kind, "50000")  # gold on DAY, review 2027-03-10
+    ledger.review_tiers(s, p, dt.date(2027, 3, 10))  # kept on the 5,000 of DAY
+    ledger.reverse_transaction(s, p, big, None, "", dt.date(2027, 3, 11))
+    assert ledger.account(s, c.id).tier_code == "gold"  # lowered by the next review, one level
+    ledger.review_tiers(s, p, dt.date(2028, 3, 10))
+    assert ledger.account(s, c.id).tier_code == "silver"
+    # Each review is in the tier history, the one that kept the tier too.
+    assert _changes(s, c.id)[-2:] == [("review", "gold", "gold"), ("review", "gold", "silver")]
+    kept = s.scalar(select(TierChange).where(TierChange.kind == "review", TierChange.to_code == "gold"))
+    assert (kept.changed_on, kept.from_review_on, kept.to_review_on) == (
+        dt.date(2027, 3, 10), dt.date(2027, 3, 10), dt.date(2028, 3, 10))
+
+
+@pytest.mark.parametrize("measure, amount", [("spend", "6000"), ("visits", "1")])
+def test_a_refund_takes_back_an_upgrade_on_spend_or_visits(books, measure, amount):
+    s, c, kind, _ = books
+    tiers = [dict(t) for t in TIERS]
+    tiers[1]["threshold"], tiers[1]["retention_threshold"] = (10000, 8000) if measure == "spend" else (2, 2)
+    tiers[2]["threshold"], tiers[2]["retention_threshold"] = (50000, 40000) if measure == "spend" else (5, 4)
+    p = programme(tier_measure=measure, tiers=tiers)
+    earn(s, p, c, kind, amount)
+    tx, award = earn(s, p, c, kind, amount)
+    assert award.tier_code == "silver"
+    ledger.reverse_transaction(s, p, tx, None, "", DAY)
+    assert ledger.account(s, c.id).tier_code == "member"
+
+
 def test_calendar_year_window_and_january_review():
     p = programme(evaluation_window="calendar_year", tier_review="january")
     assert p.window(dt.date(2026, 7, 1)) == (dt.date(2026, 1, 1), dt.date(2026, 7, 1))
@@ -353,13 +443,16 @@ def test_ledger_rows_cannot_be_updated_or_deleted_even_without_the_orm(app, book
     p = programme()
     earn(s, p, c, kind, "1000")
     ledger.redeem(s, p, c, DAY, points=10)
+    assert _changes(s, c.id) == [("upgrade", "", "member")]  # a row for the triggers to refuse
     s.commit()
     engine = create_engine(app.config["OWNER_URL"] if app.config["DB_KIND"] == "sqlite" else app.config["DATABASE_URL"])
     try:
         for stmt in ("UPDATE loyalty_entries SET points = points + 1000",
                      "DELETE FROM loyalty_entries",
                      "UPDATE loyalty_allocations SET points = 0",
-                     "DELETE FROM loyalty_allocations"):
+                     "DELETE FROM loyalty_allocations",
+                     "UPDATE loyalty_tier_changes SET to_code = 'gold'",
+                     "DELETE FROM loyalty_tier_changes"):
             with engine.connect() as conn:
                 with pytest.raises(DBAPIError, match="append-only"):
                     with conn.begin():

@@ -1,7 +1,8 @@
 """Any sequence of earn, redeem, void, reverse, expire, adjust and day changes keeps the
 books right: checked against a plain-Python reference of the same rules (lots consumed
 soonest-expiring first, debt paid by the next credits, tiers promoted on points earned in
-a rolling window and lowered by one level at most per review). Both databases."""
+a rolling window and lowered by one level at most per review, an upgrade taken back when
+a reversal leaves it short). Both databases."""
 from __future__ import annotations
 
 import datetime as dt
@@ -51,6 +52,7 @@ class Reference:
         self.balance = 0
         self.earns: list[list] = []   # [day, points, reversed]
         self.tier, self.review_on = -1, None
+        self.upgrades: list[list] = []  # [day, before, after], not undone
         self.seq = 0
 
     def _order(self):
@@ -132,21 +134,47 @@ class Reference:
         start = add_months(end, -12) + dt.timedelta(days=1)
         return sum(p for d, p, rev in self.earns if start <= d <= end and not rev)
 
-    def tier_on(self, day):
-        tiers = PROGRAMME.tiers
+    @staticmethod
+    def reached(v):
+        return max([i for i, t in enumerate(PROGRAMME.tiers) if v >= t.threshold], default=-1)
 
-        def reached(v):
-            return max([i for i, t in enumerate(tiers) if v >= t.threshold], default=-1)
+    def tier_on(self, day, upgrades=None):
+        """(tier index, review day) on ``day``; an upgrade on the way is appended to
+        ``upgrades`` as [day, (index, review) before, (index, review) after]."""
+        tiers = PROGRAMME.tiers
         index, review = self.tier, self.review_on
         while index >= 0 and review is not None and review <= day:
             v = self.earned(review - dt.timedelta(days=1))
             if v < tiers[index].retention_threshold:
-                index = max(index - 1, reached(v))
+                index = max(index - 1, self.reached(v))
             review = add_months(review, 12)
-        r = reached(self.earned(day))
+        r = self.reached(self.earned(day))
         if r > index:
+            if upgrades is not None:
+                upgrades.append([day, (index, review), (r, add_months(day, 12))])
             index, review = r, add_months(day, 12)
         return index, review
+
+    def undo_upgrades(self):
+        """After a reversal: from the current tier back, each upgrade it came by is judged
+        again on the points earned (not reversed) in the window ending on its day; one that
+        no longer reaches its tier goes back to what it replaced (or, reaching a tier in
+        between, to that one, and no further)."""
+        while True:
+            up = next((u for u in reversed(self.upgrades) if u[2] == (self.tier, self.review_on)), None)
+            if up is None:
+                return
+            day, before, after = up
+            v = self.earned(day)
+            if v >= PROGRAMME.tiers[after[0]].threshold:
+                return
+            self.upgrades.remove(up)
+            r = max(before[0], self.reached(v))
+            if r > before[0]:
+                self.tier = r
+                self.upgrades.append([day, before, (r, after[1])])
+                return
+            self.tier, self.review_on = before
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -163,7 +191,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.redemptions = []  # (LedgerEntry, taken) not voided
 
     def _sync_tier(self):
-        self.ref.tier, self.ref.review_on = self.ref.tier_on(self.day)
+        self.ref.tier, self.ref.review_on = self.ref.tier_on(self.day, self.ref.upgrades)
 
     @rule(amount=st.integers(0, 6000))
     def earn(self, amount):
@@ -208,6 +236,10 @@ class LedgerMachine(RuleBasedStateMachine):
         ledger.reverse_transaction(self.s, PROGRAMME, tx, None, "refund", self.day)
         self.ref.reverse(lot, self.day)
         earn_row[2] = True
+        # A reversal takes back the upgrades it carried, after any review due by now.
+        self._sync_tier()
+        self.ref.undo_upgrades()
+        self._sync_tier()
 
     @rule(points=st.integers(-150, 150).filter(bool))
     def adjust(self, points):

@@ -75,7 +75,8 @@ REVERSE_INPUT = api.schema("TransactionReverseInput", {
 
 TRANSACTION_REVERSAL = api.schema("TransactionReversal", {
     "type": "object",
-    "required": ["transaction", "reversed_on", "reason", "points_reversed", "customer_ref", "balance", "redeemable"],
+    "required": ["transaction", "reversed_on", "reason", "points_reversed", "customer_ref", "balance", "redeemable",
+                 "tier"],
     "properties": {
         "transaction": TRANSACTION,
         "reversed_on": {**DATE, "description": "The business day of the reversal (the tenant's time zone)."},
@@ -87,6 +88,10 @@ TRANSACTION_REVERSAL = api.schema("TransactionReversal", {
                     "description": "The customer's balance afterwards; negative when the points had been "
                                    "spent already (redemptions are refused until it is positive again)."},
         "redeemable": {"type": "integer", "description": "Points the customer can redeem now."},
+        "tier": {"type": ["string", "null"],
+                 "description": "Code of the customer's tier afterwards: lower than before when the "
+                                "reversed transaction had carried an upgrade that no longer stands "
+                                "(null: no tier)."},
     },
 })
 
@@ -327,7 +332,10 @@ def _load_transaction(s: Session, transaction_id) -> Transaction:
            params={"transaction_id": ID_PARAM, IDEMPOTENCY_HEADER: IDEMPOTENCY_PARAM},
            description="Takes back exactly the points the transaction earned (the referral points it "
                        "triggered too). Points already spent leave the balance negative; redemptions are "
-                       "then refused until it is positive again. Requires an `Idempotency-Key`; a retry "
+                       "then refused until it is positive again. A tier upgrade the transaction carried "
+                       "is taken back when the customer's qualifying value in the window of that upgrade, "
+                       "without it, falls short (to the tier before, or the highest tier still reached); "
+                       "a tier review that has passed stands. Requires an `Idempotency-Key`; a retry "
                        "answers the first response. An unknown id is 404; a transaction reversed "
                        "before is 422 `already_reversed`.")
 @access(API)
@@ -351,6 +359,7 @@ def reverse_transaction(body, obj: Transaction, transaction_id):
         "customer_ref": customer.external_ref,
         "balance": balance,
         "redeemable": redeemable,
+        "tier": services.tier_code_of(s, tx.customer_id),
     }, 200
 
 

@@ -34,12 +34,16 @@ from saas.settings.models import TransactionKind
 from saas.web import access, preselected_location, remember_tablet_location
 
 HISTORY_ROWS = 50
+TIER_HISTORY_ROWS = 20
 # Refusals the ledger names with a code: said above the form, whatever field they concern.
 REFUSALS = {"insufficient_points", "negative_balance", "below_minimum", "reward_unavailable", "already_voided",
             "already_reversed", "over_limit", "over_budget"}
 
 KIND_LABELS = {"earn": _l("Earned"), "redeem": _l("Redeemed"), "expire": _l("Expired"), "adjust": _l("Adjustment"),
                "reverse": _l("Refund: points taken back"), "void": _l("Redemption voided")}
+
+TIER_CHANGE_LABELS = {"upgrade": _l("Upgraded"), "review": _l("Lowered at the review"),
+                      "kept": _l("Kept at the review"), "undo": _l("Upgrade taken back")}
 
 MEASURE_LABELS = {"points_earned": _l("points earned"), "spend": _l("spend"), "visits": _l("visits")}
 
@@ -168,9 +172,23 @@ def customer_loyalty(customer_id: uuid.UUID):
             seen.add(tx.id)
             if tx.reversed_on is None:
                 reversible.add(row.entry.id)
-    return render_template("loyalty/card/index.html", customer=customer, panel=panel(s, customer.id, _as_of()),
+    pnl = panel(s, customer.id, _as_of())
+    return render_template("loyalty/card/index.html", customer=customer, panel=pnl,
                            rows=rows, reversible=reversible, more=len(rows) == HISTORY_ROWS,
-                           kinds=KIND_LABELS, measures=MEASURE_LABELS)
+                           kinds=KIND_LABELS, measures=MEASURE_LABELS,
+                           tier_rows=services.tier_history(s, customer.id, TIER_HISTORY_ROWS),
+                           tier_changes=TIER_CHANGE_LABELS, tier_name=_tier_namer(pnl.programme))
+
+
+def _tier_namer(programme: Programme):
+    """The name of a tier code in the request's language (the code itself for a tier the
+    programme no longer has; a dash for none)."""
+    locale = locale_code()
+
+    def name(code: str) -> str:
+        tier = programme.tier(code) if code else None
+        return tier.name_for(locale) if tier is not None else (code or "—")
+    return name
 
 
 # --- redeem ----------------------------------------------------------------------------------------
@@ -306,6 +324,7 @@ def reverse_transaction(customer_id: uuid.UUID, transaction_id: uuid.UUID):
     earned = services.points_earned_by(s, tx)
     form = ReasonForm()
     if form.validate_on_submit():
+        tier_before = services.tier_code_of(s, customer.id)
         try:
             entries = services.reverse(s, tx, current_user.id, form.reason.data, _as_of())
         except ValidationFailed as exc:
@@ -314,8 +333,14 @@ def reverse_transaction(customer_id: uuid.UUID, transaction_id: uuid.UUID):
         else:
             taken = -sum(e.points for e in entries if e.customer_id == customer.id)
             balance = services.ledger_balance(s, customer.id)
-            flash(_("Transaction reversed: %(n)s points taken back.", n=number(taken)) + " "
-                  + _balance_message(balance), "warning" if balance < 0 else "success")
+            message = (_("Transaction reversed: %(n)s points taken back.", n=number(taken)) + " "
+                       + _balance_message(balance))
+            tier_after = services.tier_code_of(s, customer.id)
+            if tier_after != tier_before:
+                name = _tier_namer(services.programme_of(s))
+                message += " " + _("The upgrade to %(old)s it carried is taken back: the tier is %(new)s again.",
+                                   old=name(tier_before or ""), new=name(tier_after or ""))
+            flash(message, "warning" if balance < 0 or tier_after != tier_before else "success")
             return _back(customer)
     kind = s.get(TransactionKind, (tx.tenant_id, tx.kind_id))
     status = 422 if request.method == "POST" else 200

@@ -27,7 +27,7 @@ from saas.clock import now_utc
 from saas.customers.models import Customer, Transaction
 from saas.db import bound_tenant_id, insert_now, new_id
 from saas.errors import NotFound, ValidationFailed
-from saas.loyalty.models import LOT_KINDS, LedgerEntry, LotAllocation, LoyaltyAccount, Referral, Reward
+from saas.loyalty.models import LOT_KINDS, LedgerEntry, LotAllocation, LoyaltyAccount, Referral, Reward, TierChange
 from saas.loyalty.programme import MAX_POINTS, Programme, add_months
 
 EXPIRY_NOTICE_DAYS = 90
@@ -219,7 +219,11 @@ class TierState:
     index: int
     since: dt.date | None
     review_on: dt.date | None
-    changes: list = field(default_factory=list)  # (day, from_index, to_index)
+    # ("review" | "upgrade", day, (index, since, review_on) before, the same after)
+    changes: list = field(default_factory=list)
+
+    def now(self) -> tuple:
+        return self.index, self.since, self.review_on
 
 
 def tier_state(programme: Programme, code: str, since: dt.date | None, review_on: dt.date | None,
@@ -233,16 +237,20 @@ def tier_state(programme: Programme, code: str, since: dt.date | None, review_on
         day = state.review_on
         value = value_in_window(day - dt.timedelta(days=1))
         tier = programme.tiers[state.index]
+        before = state.now()
         if value < tier.retention_threshold:
             new = max(state.index - 1, programme.qualified_index(value))
             if new < state.index:
-                state.changes.append((day, state.index, new))
                 state.index, state.since = new, day
         state.review_on = programme.next_review(day)
+        if state.index < 0:
+            state.since = state.review_on = None
+        state.changes.append(("review", day, before, state.now()))  # kept or lowered
     reached = programme.qualified_index(value_in_window(as_of))
     if reached > state.index:
-        state.changes.append((as_of, state.index, reached))
+        before = state.now()
         state.index, state.since, state.review_on = reached, as_of, programme.next_review(as_of)
+        state.changes.append(("upgrade", as_of, before, state.now()))
     if state.index < 0:
         state.since = state.review_on = None
     return state
@@ -258,15 +266,74 @@ def _tier_state(s: Session, programme: Programme, customer_id: uuid.UUID, acc: L
     return tier_state(programme, acc.tier_code, acc.tier_since, acc.tier_review_on, value, as_of)
 
 
+def _code(programme: Programme, index: int) -> str:
+    return programme.tiers[index].code if index >= 0 else ""
+
+
+def _record_change(s: Session, programme: Programme, customer_id: uuid.UUID, kind: str, day: dt.date,
+                   before: tuple, after: tuple, **fields) -> TierChange:
+    change = TierChange(customer_id=customer_id, kind=kind, changed_on=day,
+                        from_code=_code(programme, before[0]), from_since=before[1], from_review_on=before[2],
+                        to_code=_code(programme, after[0]), to_since=after[1], to_review_on=after[2], **fields)
+    s.add(change)
+    return change
+
+
 def refresh_tier(s: Session, programme: Programme, acc: LoyaltyAccount, as_of: dt.date) -> bool:
-    """Store the tier as of ``as_of`` on the (locked) account; True when it changed."""
+    """Store the tier as of ``as_of`` on the (locked) account, and each change on the way
+    (``TierChange``); True when it changed."""
     state = _tier_state(s, programme, acc.customer_id, acc, as_of)
-    code = programme.tiers[state.index].code if state.index >= 0 else ""
+    code = _code(programme, state.index)
     changed = (code, state.since, state.review_on) != (acc.tier_code, acc.tier_since, acc.tier_review_on)
     if changed:
+        for kind, day, before, after in state.changes:
+            _record_change(s, programme, acc.customer_id, kind, day, before, after)
         acc.tier_code, acc.tier_since, acc.tier_review_on = code, state.since, state.review_on
         acc.updated_at = now_utc()
     return changed
+
+
+def undo_upgrades(s: Session, programme: Programme, acc: LoyaltyAccount, tx: Transaction, as_of: dt.date) -> bool:
+    """After ``tx`` was reversed: take back the upgrades it carried. Walking back from the
+    account's current tier, each upgrade (not yet undone, and not followed by a review or
+    another change: its tier, since and review day are still the account's) is checked
+    again as the books now stand: the qualifying value in the window that ended on the day
+    of the upgrade. Where it no longer reaches the upgrade's tier, the account goes back to
+    what the upgrade replaced (tier, since, review day), or to the highest tier the value
+    still reaches between the two, which stops the walk. A review that has passed stands,
+    and so does everything before it. True when the tier changed."""
+    changes = s.scalars(select(TierChange).where(TierChange.customer_id == acc.customer_id)
+                        .order_by(TierChange.created_at.desc(), TierChange.id.desc())).all()
+    undone = {c.undoes_id for c in changes if c.kind == "undo"}
+    ups = [c for c in changes if c.kind == "upgrade" and c.id not in undone]
+    changed = False
+    while True:
+        current = (acc.tier_code, acc.tier_since, acc.tier_review_on)
+        up = next((c for c in ups if (c.to_code, c.to_since, c.to_review_on) == current), None)
+        if up is None:
+            return changed
+        start, _ = programme.window(up.changed_on)
+        value = qualifying_value(s, programme, acc.customer_id, start, up.changed_on)
+        target, floor = programme.tier_index(up.to_code), programme.tier_index(up.from_code)
+        if value >= programme.tiers[target].threshold:
+            return changed
+        ups.remove(up)
+        reached = max(floor, programme.qualified_index(value))
+        before = (target, up.to_since, up.to_review_on)
+        after = ((reached, up.to_since, up.to_review_on) if reached > floor
+                 else (floor, up.from_since, up.from_review_on))
+        _record_change(s, programme, acc.customer_id, "undo", as_of, before, after, transaction_id=tx.id,
+                       undoes_id=up.id)
+        if reached > floor:
+            # The upgrade reached less than it did: it stands, to the lower tier.
+            _record_change(s, programme, acc.customer_id, "upgrade", up.changed_on,
+                           (floor, up.from_since, up.from_review_on), after)
+        acc.tier_code, acc.tier_since, acc.tier_review_on = _code(programme, after[0]), after[1], after[2]
+        acc.updated_at = now_utc()
+        s.flush()
+        changed = True
+        if reached > floor:
+            return changed
 
 
 # --- earning ------------------------------------------------------------------------------
@@ -337,7 +404,8 @@ def award_for_transaction(s: Session, programme: Programme, tx: Transaction, cus
 def reverse_transaction(s: Session, programme: Programme, tx: Transaction, staff_user_id: uuid.UUID | None,
                         reason: str, as_of: dt.date) -> list[LedgerEntry]:
     """Undo what ``tx`` earned (for every customer it credited), taking the points from
-    the lot they made, then from other lots; what was already spent becomes debt."""
+    the lot they made, then from other lots; what was already spent becomes debt. Then
+    take back the tier upgrades it carried (``undo_upgrades``)."""
     if tx.reversed_on is not None:
         _refuse("transaction", _l("This transaction was already reversed on %(day)s.", day=tx.reversed_on),
                 "already_reversed")
@@ -361,6 +429,15 @@ def reverse_transaction(s: Session, programme: Programme, tx: Transaction, staff
     tx.reversed_on = as_of
     tx.reversed_by_id = staff_user_id
     tx.reverse_reason = reason
+    s.flush()
+    # What it no longer counts towards: the tier it carried (every measure counts the
+    # customer's own transactions; points earned count the referrer's reward too).
+    for customer_id in sorted({tx.customer_id} | {e.customer_id for e in earned}):
+        if customer_id != tx.customer_id or account(s, customer_id) is not None:
+            acc = lock_account(s, customer_id)
+            refresh_tier(s, programme, acc, as_of)  # reviews due by now stand
+            if undo_upgrades(s, programme, acc, tx, as_of):
+                refresh_tier(s, programme, acc, as_of)  # what the value reaches today, if more
     s.flush()
     return out
 

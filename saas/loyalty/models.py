@@ -101,6 +101,36 @@ class LedgerEntry(TenantScoped, Base):
     )
 
 
+TIER_CHANGE_KINDS = ("upgrade", "review", "undo")
+
+
+class TierChange(TenantScoped, Base):
+    """One change of a customer's tier, with the state before and after (code, since, review
+    day): an ``upgrade`` (a threshold met), a ``review`` (the tier kept, with the next review
+    day, or lowered), or an ``undo`` of an upgrade that a reversed transaction had carried
+    (``undoes_id``; the transaction in ``transaction_id``). Append-only, like the ledger."""
+
+    __tablename__ = "loyalty_tier_changes"
+    customer_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    kind: Mapped[str] = mapped_column(String(12))
+    changed_on: Mapped[dt.date] = mapped_column(Date)
+    from_code: Mapped[str] = mapped_column(String(40), default="")
+    from_since: Mapped[dt.date | None] = mapped_column(Date)
+    from_review_on: Mapped[dt.date | None] = mapped_column(Date)
+    to_code: Mapped[str] = mapped_column(String(40), default="")
+    to_since: Mapped[dt.date | None] = mapped_column(Date)
+    to_review_on: Mapped[dt.date | None] = mapped_column(Date)
+    transaction_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    undoes_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=now_utc)
+    __table_args__ = (
+        ForeignKeyConstraint(["tenant_id", "customer_id"], ["customers.tenant_id", "customers.id"]),
+        ForeignKeyConstraint(["tenant_id", "transaction_id"], ["transactions.tenant_id", "transactions.id"]),
+        ForeignKeyConstraint(["tenant_id", "undoes_id"], ["loyalty_tier_changes.tenant_id", "loyalty_tier_changes.id"]),
+        Index("ix_loyalty_tier_changes_tenant_customer", "tenant_id", "customer_id"),
+    )
+
+
 class LotAllocation(TenantScoped, Base):
     """Points a debit took from a lot (> 0), or a void gave back to it (< 0)."""
 

@@ -19,7 +19,7 @@ from saas.customers.models import Customer, Transaction
 from saas.db import bound_tenant_id
 from saas.errors import NotFound, ValidationFailed
 from saas.loyalty import ledger
-from saas.loyalty.models import LedgerEntry, LoyaltyAccount, Referral, Reward
+from saas.loyalty.models import LedgerEntry, LoyaltyAccount, Referral, Reward, TierChange
 from saas.loyalty.programme import Programme, ProgrammeError, Tier
 from saas.settings.models import CODE_RE, CODE_RULE, Department, Location, ProgrammeSection, TransactionKind
 
@@ -486,6 +486,28 @@ def card_history(s: Session, customer_id: uuid.UUID, limit: int = 50, locale: st
         out.append(CardHistoryRow(r.entry, r.staff_name, r.reward_name, r.voided, balance, tx, kind))
         balance -= r.entry.points
     return out
+
+
+@dataclass
+class TierHistoryRow:
+    change: TierChange
+    transaction: Transaction | None  # an undo: the reversed transaction
+    kind: TransactionKind | None
+
+
+def tier_history(s: Session, customer_id: uuid.UUID, limit: int = 20) -> list[TierHistoryRow]:
+    """The latest changes of the customer's tier, newest first; an undone upgrade with the
+    reversal that undid it."""
+    changes = s.scalars(select(TierChange).where(TierChange.customer_id == customer_id)
+                        .order_by(TierChange.created_at.desc(), TierChange.id.desc()).limit(limit)).all()
+    txs = transactions_by_id(s, [c.transaction_id for c in changes])
+    return [TierHistoryRow(c, *txs.get(c.transaction_id, (None, None))) for c in changes]
+
+
+def tier_code_of(s: Session, customer_id: uuid.UUID) -> str | None:
+    """The code of the customer's stored tier, or None (no account, or no tier)."""
+    acc = ledger.account(s, customer_id)
+    return (acc.tier_code or None) if acc is not None else None
 
 
 def ledger_balance(s: Session, customer_id: uuid.UUID) -> int:
