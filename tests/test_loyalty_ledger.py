@@ -413,6 +413,7 @@ def test_a_review_that_has_passed_stands_after_a_refund(books):
     kept = s.scalar(select(TierChange).where(TierChange.kind == "review", TierChange.to_code == "gold"))
     assert (kept.changed_on, kept.from_review_on, kept.to_review_on) == (
         dt.date(2027, 3, 10), dt.date(2027, 3, 10), dt.date(2028, 3, 10))
+    assert [row.what for row in services.tier_history(s, c.id)][:2] == ["review", "kept"]  # newest first
 
 
 @pytest.mark.parametrize("measure, amount", [("spend", "6000"), ("visits", "1")])

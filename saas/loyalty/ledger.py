@@ -312,27 +312,24 @@ def undo_upgrades(s: Session, programme: Programme, acc: LoyaltyAccount, tx: Tra
         up = next((c for c in ups if (c.to_code, c.to_since, c.to_review_on) == current), None)
         if up is None:
             return changed
-        start, _ = programme.window(up.changed_on)
-        value = qualifying_value(s, programme, acc.customer_id, start, up.changed_on)
+        # The current tier is one the programme has: reverse_transaction refreshed it first.
         target, floor = programme.tier_index(up.to_code), programme.tier_index(up.from_code)
+        start, _ = programme.window(up.changed_on)
+        value = qualifying_value(s, programme, acc.customer_id, start, up.changed_on)  # flushes what came before
         if value >= programme.tiers[target].threshold:
             return changed
         ups.remove(up)
         reached = max(floor, programme.qualified_index(value))
-        before = (target, up.to_since, up.to_review_on)
-        after = ((reached, up.to_since, up.to_review_on) if reached > floor
-                 else (floor, up.from_since, up.from_review_on))
-        _record_change(s, programme, acc.customer_id, "undo", as_of, before, after, transaction_id=tx.id,
-                       undoes_id=up.id)
-        if reached > floor:
-            # The upgrade reached less than it did: it stands, to the lower tier.
-            _record_change(s, programme, acc.customer_id, "upgrade", up.changed_on,
-                           (floor, up.from_since, up.from_review_on), after)
+        replaced = (floor, up.from_since, up.from_review_on)
+        after = (reached, up.to_since, up.to_review_on) if reached > floor else replaced
+        _record_change(s, programme, acc.customer_id, "undo", as_of, (target, up.to_since, up.to_review_on), after,
+                       transaction_id=tx.id, undoes_id=up.id)
         acc.tier_code, acc.tier_since, acc.tier_review_on = _code(programme, after[0]), after[1], after[2]
         acc.updated_at = now_utc()
-        s.flush()
         changed = True
-        if reached > floor:
+        if after is not replaced:
+            # The upgrade reached less than it did: it stands, to the lower tier, and the walk ends.
+            _record_change(s, programme, acc.customer_id, "upgrade", up.changed_on, replaced, after)
             return changed
 
 
@@ -433,11 +430,12 @@ def reverse_transaction(s: Session, programme: Programme, tx: Transaction, staff
     # What it no longer counts towards: the tier it carried (every measure counts the
     # customer's own transactions; points earned count the referrer's reward too).
     for customer_id in sorted({tx.customer_id} | {e.customer_id for e in earned}):
-        if customer_id != tx.customer_id or account(s, customer_id) is not None:
-            acc = lock_account(s, customer_id)
-            refresh_tier(s, programme, acc, as_of)  # reviews due by now stand
-            if undo_upgrades(s, programme, acc, tx, as_of):
-                refresh_tier(s, programme, acc, as_of)  # what the value reaches today, if more
+        if account(s, customer_id) is None:
+            continue  # never earned anything: no tier to take back
+        acc = lock_account(s, customer_id)
+        refresh_tier(s, programme, acc, as_of)  # reviews due by now stand
+        if undo_upgrades(s, programme, acc, tx, as_of):
+            refresh_tier(s, programme, acc, as_of)  # what the value reaches today, if more
     s.flush()
     return out
 

@@ -101,9 +101,6 @@ class LedgerEntry(TenantScoped, Base):
     )
 
 
-TIER_CHANGE_KINDS = ("upgrade", "review", "undo")
-
-
 class TierChange(TenantScoped, Base):
     """One change of a customer's tier, with the state before and after (code, since, review
     day): an ``upgrade`` (a threshold met), a ``review`` (the tier kept, with the next review

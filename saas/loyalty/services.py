@@ -494,6 +494,12 @@ class TierHistoryRow:
     transaction: Transaction | None  # an undo: the reversed transaction
     kind: TransactionKind | None
 
+    @property
+    def what(self) -> str:
+        """The change's kind, with a review that kept the tier told apart ("kept")."""
+        c = self.change
+        return "kept" if c.kind == "review" and c.from_code == c.to_code else c.kind
+
 
 def tier_history(s: Session, customer_id: uuid.UUID, limit: int = 20) -> list[TierHistoryRow]:
     """The latest changes of the customer's tier, newest first; an undone upgrade with the
