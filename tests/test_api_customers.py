@@ -458,7 +458,7 @@ def test_customer_transactions_newest_first_with_totals(app, client, hotel, tena
     assert r.status_code == 200, r.text
     body = r.get_json()
     assert [t["occurred_on"] for t in body["items"]] == sorted(days, reverse=True)
-    assert body["totals"] == {"count": 3, "amount": "303.30"}
+    assert body["totals"] == {"count": 3, "amount": "303.30", "reversed": 0}
     assert (body["page"], body["per_page"], body["total"]) == (1, 50, 3)
     assert all(t["customer_ref"] == "PMS-1" and t["kind"] == "stay" for t in body["items"])
 
@@ -471,7 +471,7 @@ def test_customer_transactions_newest_first_with_totals(app, client, hotel, tena
     s.commit()
     page2 = client.get("/api/v1/customers/PMS-1/transactions?page=2", headers=auth(key)).get_json()
     assert page2["page"] == 2 and len(page2["items"]) == 3 and page2["total"] == 53
-    assert page2["totals"] == {"count": 53, "amount": "353.30"}
+    assert page2["totals"] == {"count": 53, "amount": "353.30", "reversed": 0}
 
     empty = client.get("/api/v1/customers/PMS-2/transactions?page=7", headers=auth(key)).get_json()
     assert empty["page"] == 1 and empty["totals"]["count"] == 1

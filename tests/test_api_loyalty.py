@@ -159,7 +159,7 @@ def test_a_refused_transaction_awards_nothing(app, client, hotel):
 
 def test_reverse_takes_back_the_points_and_answers_the_balance(app, client, hotel):
     tenant, _owner, key = hotel
-    award(client, key, "300")
+    kept = award(client, key, "300")
     tx = award(client, key, "1000")
     r = client.post(f"/api/v1/transactions/{tx['id']}/reverse", json={"reason": "Refunded"},
                     headers=auth(key, "rev-1"))
@@ -173,6 +173,11 @@ def test_reverse_takes_back_the_points_and_answers_the_balance(app, client, hote
     assert row.reversed_on == TODAY and row.reverse_reason == "Refunded"
     assert balance_of(app, tenant) == 30
     books_exact(app, tenant)
+    # The history still lists the refunded stay; its money no longer counts (as on the guest card).
+    history = client.get("/api/v1/customers/PMS-1/transactions", headers=auth(key)).get_json()
+    assert history["totals"] == {"count": 2, "amount": "300.00", "reversed": 1}
+    assert {t["id"]: t["reversed_on"] for t in history["items"]} == {tx["id"]: TODAY.isoformat(),
+                                                                      kept["id"]: None}
 
     # The replay answers the first 200; another key is refused: already reversed.
     again = client.post(f"/api/v1/transactions/{tx['id']}/reverse", json={"reason": "Refunded"},

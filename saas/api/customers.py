@@ -102,7 +102,7 @@ CUSTOMER_LIST = api.schema("CustomerList", {
 TRANSACTION = api.schema("Transaction", {
     "type": "object",
     "required": ["id", "customer_ref", "occurred_on", "amount", "quantity", "kind", "location",
-                 "department", "external_id", "note"],
+                 "department", "external_id", "note", "reversed_on"],
     "properties": {
         "id": {"type": "string", "format": "uuid"},
         "customer_ref": {"type": ["string", "null"]},
@@ -114,6 +114,9 @@ TRANSACTION = api.schema("Transaction", {
         "department": {"type": ["string", "null"]},
         "external_id": {"type": ["string", "null"]},
         "note": {"type": "string"},
+        "reversed_on": {"type": ["string", "null"], "format": "date",
+                        "description": "The day it was refunded or cancelled (its points taken back); "
+                                       "null while it stands."},
     },
 })
 
@@ -168,9 +171,13 @@ TRANSACTION_LIST = api.schema("TransactionList", {
         "total": {"type": "integer", "description": "The customer's transactions on all pages."},
         "totals": {
             "type": "object",
-            "required": ["count", "amount"],
-            "properties": {"count": {"type": "integer"},
-                           "amount": {"type": "string", "description": "Sum of all the customer's amounts."}},
+            "required": ["count", "amount", "reversed"],
+            "properties": {"count": {"type": "integer", "description": "All the customer's transactions."},
+                           "amount": {"type": "string",
+                                      "description": "Sum of the amounts of the transactions not reversed "
+                                                     "(a refund gave that money back)."},
+                           "reversed": {"type": "integer",
+                                        "description": "How many of them were reversed (refunded or cancelled)."}},
         },
     },
 })
@@ -268,6 +275,7 @@ def transaction_json(tx: Transaction, customer_ref: str | None, kinds: dict, loc
         "department": departments.get(tx.department_id),
         "external_id": tx.external_id,
         "note": tx.note or "",
+        "reversed_on": tx.reversed_on.isoformat() if tx.reversed_on else None,
     }
 
 
@@ -462,15 +470,14 @@ def create_transaction(body):
 @api_route("/customers/<ref>/transactions", ["GET"], "A customer's transactions, newest first",
            response_schema=TRANSACTION_LIST, params={**REF_PARAM, **PAGE_PARAM},
            endpoint="list_customer_transactions", tags=["transactions"],
-           description=f"{PER_PAGE} per page; `totals` covers all of the customer's transactions.")
+           description=f"{PER_PAGE} per page; `totals` covers all of the customer's transactions, "
+                       "its `amount` those not reversed.")
 @access(API)
 def list_customer_transactions(ref):
     s = db.session()
     customer = _customer_or_404(s, ref)
     where = Transaction.customer_id == customer.id
-    amounts = list(s.scalars(select(Transaction.amount).where(where)))
-    count = len(amounts)
-    total = sum((Decimal(a) for a in amounts), Decimal("0.00"))
+    count, total, reversed_ = services.transaction_totals(s, customer)
     pages = max(1, -(-count // PER_PAGE))
     page = min(_page_arg(), pages)
     txs = s.scalars(select(Transaction).where(where)
@@ -480,6 +487,6 @@ def list_customer_transactions(ref):
     return {
         "items": [transaction_json(t, customer.external_ref, kinds, locations, departments) for t in txs],
         "page": page, "per_page": PER_PAGE, "total": count,
-        "totals": {"count": count, "amount": _amount_text(total)},
+        "totals": {"count": count, "amount": _amount_text(total), "reversed": reversed_},
     }
 

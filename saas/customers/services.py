@@ -512,13 +512,20 @@ def _transaction_rows(s: Session, customer: Customer, limit: int) -> list[Transa
 def transaction_history(s: Session, customer: Customer, limit: int = RECENT_TRANSACTIONS) -> TransactionHistory:
     """The customer's latest transactions (newest first, at most ``limit``) with the count
     of all of them, the sum of those not reversed and how many were reversed."""
+    count, total, reversed_ = transaction_totals(s, customer)
+    return TransactionHistory(rows=_transaction_rows(s, customer, limit), count=count,
+                              total=total, reversed=reversed_)
+
+
+def transaction_totals(s: Session, customer: Customer) -> tuple[int, Decimal, int]:
+    """How many transactions the customer has, the sum of those not reversed (a refund
+    gave the money back) and how many were reversed; the guest card and the API agree."""
     kept = Transaction.reversed_on.is_(None)
     count, total, reversed_ = s.execute(
         select(func.count(Transaction.id), func.coalesce(func.sum(case((kept, Transaction.amount))), 0),
                func.count(case((~kept, 1))))
         .where(Transaction.customer_id == customer.id)).one()
-    return TransactionHistory(rows=_transaction_rows(s, customer, limit), count=count,
-                              total=Decimal(total).quantize(Decimal("0.01")), reversed=reversed_)
+    return count, Decimal(total).quantize(Decimal("0.01")), reversed_
 
 
 def last_visit(s: Session, customer: Customer) -> TransactionRow | None:
