@@ -522,6 +522,11 @@ def test_pending_points_say_when_they_become_redeemable(client, desk, write_sess
     day = format_date(DAY + dt.timedelta(days=7), "medium", locale="en")
     assert f"100 pending, the first redeemable on {day}" in client.get(desk.card, headers={"HX-Request": "true"}).text
     assert f"100 pending, the first redeemable on {day}" in client.get(desk.page).text
+    # The tablet's dialogs say it too, above the form where the points would be spent.
+    for dialog in ("redeem", "adjust"):
+        text = client.get(f"{desk.page}/{dialog}").text
+        line = text[text.index('class="loyalty-dialog-balance"'):]
+        assert f"100 pending, the first redeemable on {day}" in line[:line.index("</p>")], dialog
 
 
 def test_a_reversal_that_carried_an_upgrade_takes_it_back_and_the_tier_history_says_so(client, desk, add_member):
