@@ -369,6 +369,11 @@ def test_adjust_within_and_over_the_role_limit(client, desk):
     assert 'value="300"' in r.text and 'value="too much"' in r.text
     r = _adjust(client, desk, points="50", reason="")
     assert r.status_code == 422 and "This field is required." in r.text
+    assert "at most 200 points at a time" not in r.text
+    # No reason and over the limit: both said at once, not the limit only after the reason is typed.
+    r = _adjust(client, desk, points="+1,000", reason="")
+    assert r.status_code == 422 and "This field is required." in r.text
+    assert "Your role may adjust at most 200 points at a time; ask a manager." in r.text
     r = _adjust(client, desk, points="abc", reason="x")
     assert r.status_code == 422 and "Enter a whole number of points." in r.text
     assert len(desk.entries()) == before and desk.balance() == 330

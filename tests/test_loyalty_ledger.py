@@ -257,6 +257,11 @@ def test_adjustments_need_a_reason_and_stay_within_the_role_limit(books):
     with pytest.raises(ValidationFailed) as exc:
         ledger.adjust(s, p, c, DAY, points=201, reason="x", staff_user_id=owner.id, role=Role.staff)
     assert exc.value.code == "over_limit"
+    # Both refusals at once: a reason alone would not get it through.
+    with pytest.raises(ValidationFailed) as exc:
+        ledger.adjust(s, p, c, DAY, points=-201, reason="", staff_user_id=owner.id, role=Role.staff)
+    assert set(exc.value.errors) == {"points", "reason"}
+    assert "at most 200 points" in str(exc.value.errors["points"][0])
     ledger.adjust(s, p, c, DAY, points=200, reason="x", staff_user_id=owner.id, role=Role.staff)
     ledger.adjust(s, p, c, DAY, points=5000, reason="x", staff_user_id=owner.id, role=Role.manager)
     ledger.adjust(s, p, c, DAY, points=100000, reason="x", staff_user_id=owner.id, role=Role.owner)

@@ -277,6 +277,11 @@ def adjust(customer_id: uuid.UUID):
                         else _("Took away %(n)s points.", n=number(-entry.points)))
                 flash(text + " " + _balance_message(services.ledger_balance(s, customer.id)), "success")
                 return _back(customer)
+    elif request.method == "POST" and form.points.data and not form.points.errors:
+        # Another field was refused: say now, too, if the points are over the role's limit.
+        over_limit = ledger.limit_refusal(programme, _role(), int(normalize_points(form.points.data)))
+        if over_limit is not None:
+            add_errors(form, "points", [over_limit])
     _keyed_form_errors(form)
     status = 422 if request.method == "POST" else 200
     return render_template("loyalty/card/adjust.html", customer=customer, form=form,

@@ -562,6 +562,14 @@ def adjust_limit(programme: Programme, role: Role) -> int | None:
     return programme.adjust_limits["manager" if role.rank >= Role.manager.rank else "staff"]
 
 
+def limit_refusal(programme: Programme, role: Role, points: int):
+    """Why ``role`` may not adjust by ``points`` at once (None: it may)."""
+    limit = adjust_limit(programme, role)
+    if limit is not None and abs(points) > limit:
+        return _l("Your role may adjust at most %(n)s points at a time; ask a manager.", n=f"{limit:,}")
+    return None
+
+
 def adjust(s: Session, programme: Programme, customer: Customer, as_of: dt.date, *, points, reason: str,
            staff_user_id: uuid.UUID | None, role: Role, goodwill: bool = False,
            idempotency_key: str | None = None) -> LedgerEntry:
@@ -574,17 +582,18 @@ def adjust(s: Session, programme: Programme, customer: Customer, as_of: dt.date,
             errors["points"] = [_l("Enter a number of points other than zero.")]
     except ValidationFailed as exc:
         errors.update(exc.errors)
+    over_limit = None if errors else limit_refusal(programme, role, points)
     reason = (reason or "").strip()
     if not reason:
         errors["reason"] = [_l("Say why: an adjustment needs a reason.")]
     elif len(reason) > 255:
         errors["reason"] = [_l("At most %(n)s characters.", n=255)]
+    if over_limit is not None:
+        if errors:  # said together, so the second try is not refused again for the other
+            raise ValidationFailed({**errors, "points": [over_limit]})
+        _refuse("points", over_limit, "over_limit")
     if errors:
         raise ValidationFailed(errors)
-    limit = adjust_limit(programme, role)
-    if limit is not None and abs(points) > limit:
-        _refuse("points", _l("Your role may adjust at most %(n)s points at a time; ask a manager.", n=f"{limit:,}"),
-                "over_limit")
     if goodwill:
         if points < 0:
             _refuse("points", _l("Goodwill points are a gift: enter a positive number."), "validation_failed")
