@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from decimal import Decimal
 from html.parser import HTMLParser
 
@@ -188,28 +189,34 @@ def _remove_all(v):
         v[f"tiers-{i}-remove"] = "y"
 
 
-@pytest.mark.parametrize("change, message, field", [
+# Each message is shown beside the field it is about (``at``: the id of that field; None:
+# above the form); a tier's problem on the tier's own row, without "Tier 2" (the row says it).
+@pytest.mark.parametrize("change, message, field, at", [
+    # Silver given gold's threshold: saved lowest first, gold comes second and is refused.
     ({"tiers-1-threshold": "5000", "tiers-1-retention_threshold": ""},
-     "Tier thresholds must rise from one tier to the next.", "tiers-1-threshold"),
-    ({"tiers-1-retention_threshold": "1200"}, "Tier 2: the retention threshold cannot exceed the threshold.",
-     "tiers-1-retention_threshold"),
-    ({"pending_days": "-1"}, "Pending days must be a whole number of at least 0.", "pending_days"),
-    ({"point_value": "-0.5"}, "Value of a point must be a number of at least 0.", "point_value"),
-    ({"tiers-2-discount_percent": "-5"}, "Tier 3 discount must be a number of at least 0.", "tiers-2-discount_percent"),
-    ({"point_value": "0"}, "Value of a point must be more than 0.", "point_value"),
-    ({"tiers-1-multiplier": "0"}, "Tier 2 points multiplier must be more than 0.", "tiers-1-multiplier"),
-    ({"birthday_bonus": "lots"}, "Enter a whole number, such as 500.", "birthday_bonus"),
-    ({"tiers-1-multiplier": "1.1x"}, "Enter a number, such as 1.25.", "tiers-1-multiplier"),
-    ({"tiers-1-threshold": "1000.5"}, "Enter a whole number, such as 500.", "tiers-1-threshold"),
-    ({"goodwill_budget": ""}, "This field is required.", "goodwill_budget"),
-    ({"tiers-1-threshold": ""}, "This field is required.", "tiers-1-threshold"),
-    ({"expiry": "sometimes"}, "Choose one of the listed values.", None),
-    ({"tiers-1-code": "member"}, "Tier 2 repeats the code member.", "tiers-1-code"),
-    ({"tiers-1-code": "Bad Code!"}, "Tier 2 code: Use 1 to 40 lower-case letters, digits and hyphens", "tiers-1-code"),
-    ({"tiers-1-name_en": ""}, "Tier 2 needs its English name (1 to 200 characters).", "tiers-1-name_en"),
-    ({"__remove_all": ""}, "At least one tier is needed.", None),
+     "Another tier has the same threshold.", "tiers-1-threshold", "tiers-2-threshold"),
+    ({"tiers-1-retention_threshold": "1200"}, "Cannot exceed the threshold.", "tiers-1-retention_threshold", None),
+    ({"pending_days": "-1"}, "Must be a whole number of at least 0.", "pending_days", None),
+    ({"pending_days": "400"}, "Must be at most 366.", "pending_days", None),
+    ({"expiry_months": "0"}, "Must be a whole number of at least 1.", "expiry_months", None),
+    ({"staff_limit": "99999999"}, "Must be at most 10,000,000.", "staff_limit", None),
+    ({"point_value": "-0.5"}, "Must be a number of at least 0.", "point_value", None),
+    ({"tiers-2-discount_percent": "-5"}, "Must be a number of at least 0.", "tiers-2-discount_percent", None),
+    ({"tiers-2-discount_percent": "120"}, "Must be a percentage from 0 to 100.", "tiers-2-discount_percent", None),
+    ({"point_value": "0"}, "Must be more than 0.", "point_value", None),
+    ({"tiers-1-multiplier": "0"}, "Must be more than 0.", "tiers-1-multiplier", None),
+    ({"birthday_bonus": "lots"}, "Enter a whole number, such as 500.", "birthday_bonus", None),
+    ({"tiers-1-multiplier": "1.1x"}, "Enter a number, such as 1.25.", "tiers-1-multiplier", None),
+    ({"tiers-1-threshold": "1000.5"}, "Enter a whole number, such as 500.", "tiers-1-threshold", None),
+    ({"goodwill_budget": ""}, "This field is required.", "goodwill_budget", None),
+    ({"tiers-1-threshold": ""}, "This field is required.", "tiers-1-threshold", None),
+    ({"expiry": "sometimes"}, "Choose one of the listed values.", None, "expiry"),
+    ({"tiers-1-code": "member"}, "Another tier has this code.", "tiers-1-code", None),
+    ({"tiers-1-code": "Bad Code!"}, "Use 1 to 40 lower-case letters, digits and hyphens", "tiers-1-code", None),
+    ({"tiers-1-name_en": ""}, "This field is required.", "tiers-1-name_en", None),
+    ({"__remove_all": ""}, "At least one tier is needed.", None, None),
 ])
-def test_invalid_input_is_refused_and_kept(client, owner, tenant_session, change, message, field):
+def test_invalid_input_is_refused_and_kept(client, owner, tenant_session, change, message, field, at):
     before = section(tenant_session, owner)
     v = form_values(client.get(URL).text)
     if "__remove_all" in change:
@@ -218,13 +225,46 @@ def test_invalid_input_is_refused_and_kept(client, owner, tenant_session, change
         v.update(change)
     r = client.post(URL, data=v)
     assert r.status_code == 422
-    assert html.escape(message, quote=False) in r.text
     assert "Nothing was saved." in r.text
+    at = at or field
+    if at:
+        errors = r.text[r.text.index(f'id="{at}-errors"'):]
+        assert html.escape(message, quote=False) in errors[:errors.index("</ul>")]
+        assert "Tier 2" not in r.text and "Tier 3" not in r.text
+    else:
+        problems = r.text[r.text.index('id="form-problems"'):]
+        assert html.escape(message, quote=False) in problems[:problems.index("</div>")]
     kept = form_values(r.text)
     if field:
         assert kept[field] == change[field]
     if "__remove_all" in change:
         assert all(kept.get(f"tiers-{i}-remove") == "y" for i in range(6))
+    assert section(tenant_session, owner) == before
+
+
+def test_a_problem_with_a_tier_added_at_the_end_is_shown_on_its_row(client, owner):
+    """A tier typed in an empty row at the end is saved by its threshold (second here):
+    its problem is shown on the row it was typed in, not on the second row."""
+    v = form_values(client.get(URL).text)
+    v.update({"tiers-4-code": "bronze", "tiers-4-name_zh": "铜卡", "tiers-4-name_en": "Bronze",
+              "tiers-4-threshold": "500", "tiers-4-retention_threshold": "800"})
+    r = client.post(URL, data=v)
+    assert r.status_code == 422
+    errors = r.text[r.text.index('id="tiers-4-retention_threshold-errors"'):]
+    assert "Cannot exceed the threshold." in errors[:errors.index("</ul>")]
+    assert 'id="tiers-1-retention_threshold-errors"' not in r.text
+    assert form_values(r.text)["tiers-4-code"] == "bronze"
+
+
+def test_the_toml_editor_names_the_tier_of_a_problem(client, owner, tenant_session):
+    """Edited as text there are no rows to show a problem on: the message names the tier."""
+    before = section(tenant_session, owner)
+    text = services.programme_section_text(tenant_session(owner), "loyalty")
+    changed = re.sub(r'discount_percent = "?10"?', 'discount_percent = "150"', text, count=1)
+    assert changed != text
+    r = client.post("/settings/programme/loyalty", data={"text": changed})
+    assert r.status_code == 422
+    assert "Tier 3: the discount is a percentage from 0 to 100." in r.text
     assert section(tenant_session, owner) == before
 
 
@@ -263,7 +303,7 @@ def test_the_form_speaks_chinese(client, make_tenant):
     v["birthday_bonus"] = "200"
     r = client.post(URL, data=v)
     assert r.status_code == 422
-    assert "会员等级门槛必须逐级递增。" in r.text
+    assert "另一个等级的门槛与此相同。" in r.text
 
 
 def test_a_threshold_of_millions_is_saved(client, owner, tenant_session):

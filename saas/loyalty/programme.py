@@ -42,6 +42,24 @@ MAX_POINTS = 10_000_000
 MAX_THRESHOLD = 1_000_000_000_000
 
 
+@dataclass(frozen=True)
+class Problem:
+    """A problem with where in the section it is: ``at`` is a key path such as
+    ("pending_days",) or ("tiers", 0, "threshold") (the first tier as saved), so a form
+    can show it beside its field; ``near`` is what to say there when the message names
+    its place ("Tier 2 threshold ...": beside the field, the row already says which)."""
+
+    message: object
+    at: tuple = ()
+    near: object = None
+
+    def __str__(self) -> str:
+        return str(self.message)
+
+    def beside_field(self):
+        return self.message if self.near is None else self.near
+
+
 class ProgrammeError(ValueError):
     def __init__(self, problems: list):
         super().__init__("; ".join(str(p) for p in problems))
@@ -237,10 +255,10 @@ class _Reader:
         self.data = data
         self.problems: list = []
 
-    def fail(self, message) -> None:
-        self.problems.append(message)
+    def fail(self, message, at: tuple = (), near=None) -> None:
+        self.problems.append(Problem(message, at, near) if at else message)
 
-    def decimal(self, value, what, default: Decimal, minimum: Decimal = Decimal(0)) -> Decimal:
+    def decimal(self, value, what, default: Decimal, minimum: Decimal = Decimal(0), at: tuple = ()) -> Decimal:
         if value is None:
             return default
         try:
@@ -248,37 +266,44 @@ class _Reader:
         except (InvalidOperation, ValueError):
             d = None
         if d is None or not d.is_finite() or d < minimum or d > 1_000_000 or isinstance(value, bool):
-            self.fail(_l("%(what)s must be a number of at least %(min)s.", what=what, min=minimum))
+            self.fail(_l("%(what)s must be a number of at least %(min)s.", what=what, min=minimum), at,
+                      _l("Must be a number of at least %(min)s.", min=minimum))
             return default
         return d
 
-    def int(self, value, what, default: int, minimum: int = 0, maximum: int = MAX_POINTS) -> int:
+    def int(self, value, what, default: int, minimum: int = 0, maximum: int = MAX_POINTS, at: tuple = ()) -> int:
         if value is None:
             return default
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            self.fail(_l("%(what)s must be a whole number of at least %(min)s.", what=what, min=minimum))
+            self.fail(_l("%(what)s must be a whole number of at least %(min)s.", what=what, min=minimum), at,
+                      _l("Must be a whole number of at least %(min)s.", min=minimum))
             return default
         if value > maximum:
-            self.fail(_l("%(what)s must be at most %(max)s.", what=what, max=f"{maximum:,}"))
+            self.fail(_l("%(what)s must be at most %(max)s.", what=what, max=f"{maximum:,}"), at,
+                      _l("Must be at most %(max)s.", max=f"{maximum:,}"))
             return default
         return value
 
-    def choice(self, value, what, choices, default: str) -> str:
+    def choice(self, value, what, choices, default: str, at: tuple = ()) -> str:
         if value is None:
             return default
         if value not in choices:
-            self.fail(_l("%(what)s must be one of: %(values)s.", what=what, values=", ".join(choices)))
+            self.fail(_l("%(what)s must be one of: %(values)s.", what=what, values=", ".join(choices)), at)
             return default
         return value
 
-    def text(self, entry: dict, key: str, what, required: bool = True, limit: int = 200) -> str:
+    def text(self, entry: dict, key: str, what, required: bool = True, limit: int = 200, at: tuple = ()) -> str:
+        """``entry[key]`` stripped; ``at``: the path of ``entry`` (the key is added)."""
         v = entry.get(key, None if required else "")
         if not isinstance(v, str) or (required and not v.strip()) or len(v) > limit:
             label = TEXT_LABELS.get(key, key)
+            blank = required and not (isinstance(v, str) and v.strip())
             self.fail(_l("%(what)s needs its %(field)s (1 to %(n)s characters).", what=what, field=label, n=limit)
                       if required else
                       _l("%(what)s: the %(field)s must be a text of at most %(n)s characters.", what=what,
-                         field=label, n=limit))
+                         field=label, n=limit),
+                      (*at, key) if at else (),
+                      _l("This field is required.") if blank else _l("At most %(n)s characters.", n=limit))
             return ""
         return v.strip()
 
@@ -301,7 +326,8 @@ class _Reader:
         if not isinstance(d, dict):
             raise ProgrammeError([_l("The loyalty section must be a table.")])
         kw: dict = {}
-        kw["rate"] = self.decimal(d.get("points_per_currency_unit"), _l("Points per currency unit"), Decimal("0.1"))
+        kw["rate"] = self.decimal(d.get("points_per_currency_unit"), _l("Points per currency unit"), Decimal("0.1"),
+                                  at=("points_per_currency_unit",))
         rates = []
         for i, r in enumerate(self.table_list("earn_rates", _l("Earning rates")), 1):
             what = _l("Earning rate %(n)s", n=i)
@@ -324,47 +350,58 @@ class _Reader:
                           self.choice(f.get("per", "visit"), what, FLAT_PER, "visit"),
                           self.int(f.get("points"), what, 0)))
         kw["flat_points"] = tuple(flats)
-        kw["pending_days"] = self.int(d.get("pending_days"), _l("Pending days"), 0)
+        kw["pending_days"] = self.int(d.get("pending_days"), _l("Pending days"), 0, at=("pending_days",))
         if kw["pending_days"] > 366:
-            self.fail(_l("Pending days must be at most %(n)s.", n=366))
-        kw["expiry"] = self.choice(d.get("expiry"), _l("Expiry"), EXPIRY_RULES, "months")
-        kw["expiry_months"] = self.int(d.get("expiry_months"), _l("Expiry months"), 24, 1)
-        kw["tier_measure"] = self.choice(d.get("tier_measure"), _l("Tier measure"), TIER_MEASURES, "points_earned")
+            self.fail(_l("Pending days must be at most %(n)s.", n=366), ("pending_days",),
+                      _l("Must be at most %(max)s.", max=366))
+        kw["expiry"] = self.choice(d.get("expiry"), _l("Expiry"), EXPIRY_RULES, "months", at=("expiry",))
+        kw["expiry_months"] = self.int(d.get("expiry_months"), _l("Expiry months"), 24, 1, at=("expiry_months",))
+        kw["tier_measure"] = self.choice(d.get("tier_measure"), _l("Tier measure"), TIER_MEASURES, "points_earned",
+                                         at=("tier_measure",))
         kw["evaluation_window"] = self.choice(d.get("evaluation_window"), _l("Evaluation window"),
-                                              EVALUATION_WINDOWS, "rolling_12_months")
-        kw["tier_review"] = self.choice(d.get("tier_review"), _l("Tier review"), TIER_REVIEWS, "anniversary")
+                                              EVALUATION_WINDOWS, "rolling_12_months", at=("evaluation_window",))
+        kw["tier_review"] = self.choice(d.get("tier_review"), _l("Tier review"), TIER_REVIEWS, "anniversary",
+                                        at=("tier_review",))
         tiers, codes, last = [], set(), -1
         raw_tiers = self.table_list("tiers", _l("Tiers"))
         if not raw_tiers:
             self.fail(_l("At least one tier is needed."))
         for i, t in enumerate(raw_tiers, 1):
-            what = _l("Tier %(n)s", n=i)
-            code = self.text(t, "code", what, limit=40)
+            what, at = _l("Tier %(n)s", n=i), ("tiers", i - 1)
+            code = self.text(t, "code", what, limit=40, at=at)
             if code in codes:
-                self.fail(_l("%(what)s repeats the code %(code)s.", what=what, code=code))
+                self.fail(_l("%(what)s repeats the code %(code)s.", what=what, code=code), (*at, "code"),
+                          _l("Another tier has this code."))
             codes.add(code)
             # None when missing or refused: the comparisons below are only for a threshold read.
-            threshold = self.int(t.get("threshold"), _l("Tier %(n)s threshold", n=i), None, maximum=MAX_THRESHOLD)
+            threshold = self.int(t.get("threshold"), _l("Tier %(n)s threshold", n=i), None, maximum=MAX_THRESHOLD,
+                                 at=(*at, "threshold"))
             if t.get("threshold") is None:
-                self.fail(_l("%(what)s needs a threshold.", what=what))
+                self.fail(_l("%(what)s needs a threshold.", what=what), (*at, "threshold"),
+                          _l("This field is required."))
             retention = self.int(t.get("retention_threshold"), _l("Tier %(n)s retention threshold", n=i), threshold,
-                                 maximum=MAX_THRESHOLD)
+                                 maximum=MAX_THRESHOLD, at=(*at, "retention_threshold"))
             if threshold is not None:
                 if threshold <= last:
-                    self.fail(_l("Tier thresholds must rise from one tier to the next."))
+                    self.fail(_l("Tier thresholds must rise from one tier to the next."), (*at, "threshold"),
+                              _l("Another tier has the same threshold."))
                 last = threshold
                 if retention > threshold:  # a refused retention threshold came back as the threshold
-                    self.fail(_l("%(what)s: the retention threshold cannot exceed the threshold.", what=what))
+                    self.fail(_l("%(what)s: the retention threshold cannot exceed the threshold.", what=what),
+                              (*at, "retention_threshold"), _l("Cannot exceed the threshold."))
             threshold = threshold or 0
             retention = threshold if retention is None else retention
-            discount = self.decimal(t.get("discount_percent"), _l("Tier %(n)s discount", n=i), Decimal(0))
+            discount = self.decimal(t.get("discount_percent"), _l("Tier %(n)s discount", n=i), Decimal(0),
+                                    at=(*at, "discount_percent"))
             if discount > 100:
-                self.fail(_l("%(what)s: the discount is a percentage from 0 to 100.", what=what))
-            tiers.append(Tier(code, self.text(t, "name_zh", what), self.text(t, "name_en", what), threshold,
-                              retention, self.decimal(t.get("multiplier"), _l("Tier %(n)s points multiplier", n=i),
-                                                      Decimal(1)), discount,
-                              self.text(t, "perks_zh", what, required=False, limit=500),
-                              self.text(t, "perks_en", what, required=False, limit=500)))
+                self.fail(_l("%(what)s: the discount is a percentage from 0 to 100.", what=what),
+                          (*at, "discount_percent"), _l("Must be a percentage from 0 to 100."))
+            tiers.append(Tier(code, self.text(t, "name_zh", what, at=at), self.text(t, "name_en", what, at=at),
+                              threshold, retention,
+                              self.decimal(t.get("multiplier"), _l("Tier %(n)s points multiplier", n=i), Decimal(1),
+                                           at=(*at, "multiplier")), discount,
+                              self.text(t, "perks_zh", what, required=False, limit=500, at=at),
+                              self.text(t, "perks_en", what, required=False, limit=500, at=at)))
         kw["tiers"] = tuple(tiers)
         promos = []
         for i, p in enumerate(self.table_list("promotions", _l("Promotions")), 1):
@@ -384,22 +421,29 @@ class _Reader:
                                     self.decimal(p.get("multiplier"), what, Decimal(1)),
                                     self.int(p.get("bonus"), what, 0)))
         kw["promotions"] = tuple(promos)
-        kw["birthday_bonus"] = self.int(d.get("birthday_bonus"), _l("Birthday bonus"), 0)
+        kw["birthday_bonus"] = self.int(d.get("birthday_bonus"), _l("Birthday bonus"), 0, at=("birthday_bonus",))
         referral = d.get("referral", {})
         if not isinstance(referral, dict):
             self.fail(_l("Referral must be a table."))
             referral = {}
-        kw["referrer_points"] = self.int(referral.get("referrer_points"), _l("Referral points"), 0)
-        kw["referred_points"] = self.int(referral.get("referred_points"), _l("Referral points"), 0)
-        kw["point_value"] = self.decimal(d.get("point_value"), _l("Value of a point"), Decimal("0.01"))
-        kw["min_redeem_points"] = self.int(d.get("min_redeem_points"), _l("Minimum points to pay with"), 0)
+        kw["referrer_points"] = self.int(referral.get("referrer_points"), _l("Referral points"), 0,
+                                         at=("referral", "referrer_points"))
+        kw["referred_points"] = self.int(referral.get("referred_points"), _l("Referral points"), 0,
+                                         at=("referral", "referred_points"))
+        kw["point_value"] = self.decimal(d.get("point_value"), _l("Value of a point"), Decimal("0.01"),
+                                         at=("point_value",))
+        kw["min_redeem_points"] = self.int(d.get("min_redeem_points"), _l("Minimum points to pay with"), 0,
+                                           at=("min_redeem_points",))
         limits = d.get("adjust_limits", {})
         if not isinstance(limits, dict):
             self.fail(_l("Adjustment limits must be a table with staff and manager."))
             limits = {}
-        kw["adjust_limits"] = {"staff": self.int(limits.get("staff"), _l("Adjustment limit"), 200),
-                               "manager": self.int(limits.get("manager"), _l("Adjustment limit"), 5000)}
-        kw["goodwill_budget"] = self.decimal(d.get("goodwill_budget"), _l("Goodwill budget"), Decimal(0))
+        kw["adjust_limits"] = {"staff": self.int(limits.get("staff"), _l("Adjustment limit"), 200,
+                                                 at=("adjust_limits", "staff")),
+                               "manager": self.int(limits.get("manager"), _l("Adjustment limit"), 5000,
+                                                   at=("adjust_limits", "manager"))}
+        kw["goodwill_budget"] = self.decimal(d.get("goodwill_budget"), _l("Goodwill budget"), Decimal(0),
+                                             at=("goodwill_budget",))
         if self.problems:
             raise ProgrammeError(self.problems)
         return Programme(**kw)

@@ -194,9 +194,14 @@ class LoyaltyForm(FlaskForm):
              "min_redeem_points", "staff_limit", "manager_limit")
     DECIMAL = ("points_per_currency_unit", "point_value", "goodwill_budget")
     EMPTY_ROWS = 2
-    # The fields whose text is not a number (set by section_data; WTForms' own errors
-    # summary of the tier rows is computed during validate(), before these are known).
+    # The fields whose text is not a number (set by section_data), and those the
+    # programme's rules refused (place_problems): WTForms' own errors summary of the tier
+    # rows is computed during validate(), before these are known.
     unreadable: tuple = ()
+    refused: tuple = ()
+    # Where a key path of the section is shown when it is not a field of the same name.
+    FIELD_AT = {("referral", "referrer_points"): "referrer_points", ("referral", "referred_points"): "referred_points",
+                ("adjust_limits", "staff"): "staff_limit", ("adjust_limits", "manager"): "manager_limit"}
 
     @classmethod
     def from_programme(cls, programme) -> LoyaltyForm:
@@ -228,14 +233,16 @@ class LoyaltyForm(FlaskForm):
         errors: list = []
         values = {name: _required(self[name], errors, _whole(self[name], errors)) for name in self.WHOLE}
         values.update({name: _required(self[name], errors, _decimal(self[name], errors)) for name in self.DECIMAL})
-        tiers = [row.form.tier_data(errors) for row in self.tiers
-                 if not row.form.remove.data and not row.form.is_blank()]
+        rows = [(row.form, row.form.tier_data(errors)) for row in self.tiers
+                if not row.form.remove.data and not row.form.is_blank()]
         self.unreadable = errors
         if errors:
             return None
         # Saved lowest first whatever the order of the rows: a tier added in an empty row
         # at the end (a base tier put back, say) takes its place by its threshold.
-        tiers.sort(key=lambda t: t["threshold"])
+        rows.sort(key=lambda r: r[1]["threshold"])
+        self._saved_rows = [row for row, _tier in rows]
+        tiers = [tier for _row, tier in rows]
         data = copy.deepcopy(saved) if isinstance(saved, dict) else {}
         data.update({
             "points_per_currency_unit": values["points_per_currency_unit"],
@@ -257,3 +264,25 @@ class LoyaltyForm(FlaskForm):
         limits = data.get("adjust_limits") if isinstance(data.get("adjust_limits"), dict) else {}
         data["adjust_limits"] = {**limits, "staff": values["staff_limit"], "manager": values["manager_limit"]}
         return data
+
+    def place_problems(self, problems: list) -> None:
+        """Show the programme's problems with the section_data() this form gave beside
+        the fields they are about (a tier's on its own row), the others above the form."""
+        refused = []
+        for problem in problems:
+            target = self._field_at(getattr(problem, "at", ()))
+            if target is None:
+                self.form_errors.append(str(problem))
+            else:
+                target.errors = list(target.errors) + [str(problem.beside_field())]
+                refused.append(target)
+        self.refused = tuple(refused)
+
+    def _field_at(self, at: tuple):
+        if len(at) == 3 and at[0] == "tiers" and isinstance(at[1], int):
+            rows = getattr(self, "_saved_rows", [])
+            if 0 <= at[1] < len(rows) and at[2] in rows[at[1]]:
+                return rows[at[1]][at[2]]
+            return None
+        name = self.FIELD_AT.get(at) or (at[0] if len(at) == 1 else None)
+        return self[name] if name in self and name != "tiers" else None

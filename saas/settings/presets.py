@@ -9,7 +9,7 @@ from pathlib import Path
 from flask_babel import lazy_gettext as _l
 
 from saas.config import ROOT
-from saas.loyalty.programme import Programme, ProgrammeError
+from saas.loyalty.programme import Problem, Programme, ProgrammeError
 from saas.settings.models import CODE_RE, CODE_RULE
 
 PRESET_DIR = ROOT / "tenants"
@@ -99,16 +99,19 @@ def validate_section(section: str, data, department_codes: set[str], kind_codes:
                 errors.append(_l("No transaction kind has the code %(code)s.", code=code))
         for i, tier in enumerate(programme.tiers, 1):
             if tier.code and not CODE_RE.match(tier.code):
-                errors.append(_l("%(what)s: %(rule)s", what=_l("Tier %(n)s code", n=i), rule=CODE_RULE))
+                errors.append(Problem(_l("%(what)s: %(rule)s", what=_l("Tier %(n)s code", n=i), rule=CODE_RULE),
+                                      ("tiers", i - 1, "code"), CODE_RULE))
             if tier.multiplier <= 0:
-                errors.append(_l("Tier %(n)s points multiplier must be more than 0.", n=i))
+                errors.append(Problem(_l("Tier %(n)s points multiplier must be more than 0.", n=i),
+                                      ("tiers", i - 1, "multiplier"), _l("Must be more than 0.")))
         for i, promo in enumerate(programme.promotions, 1):
             if promo.code and not CODE_RE.match(promo.code):
                 errors.append(_l("%(what)s: %(rule)s", what=_l("Promotion %(n)s code", n=i), rule=CODE_RULE))
             if promo.multiplier <= 0:
                 errors.append(_l("Promotion %(n)s multiplier must be more than 0.", n=i))
         if programme.point_value <= 0:
-            errors.append(_l("Value of a point must be more than 0."))
+            errors.append(Problem(_l("Value of a point must be more than 0."), ("point_value",),
+                                  _l("Must be more than 0.")))
     elif section == "churn":
         if not isinstance(data, dict):
             return [_l("The churn section must be a table.")]

@@ -233,7 +233,7 @@ def loyalty_form():
                 try:
                     services.update_programme_section_data(s, "loyalty", data)
                 except ValidationFailed as exc:
-                    apply_errors(form, exc)
+                    form.place_problems([m for messages in exc.errors.values() for m in messages])
                 else:
                     flash(_("%(section)s has been saved.", section=SECTION_TITLES["loyalty"]), "success")
                     return redirect(url_for("settings.edit_programme", section="loyalty"), 303)
