@@ -256,6 +256,21 @@ def test_a_problem_with_a_tier_added_at_the_end_is_shown_on_its_row(client, owne
     assert form_values(r.text)["tiers-4-code"] == "bronze"
 
 
+def test_the_stricter_checks_are_said_with_the_others_not_after_they_are_fixed(client, owner, tenant_session):
+    """A refused threshold and a zero point value, a multiplier of 0 on another tier: all
+    three at once, so the second save is not refused for what the first did not say."""
+    before = section(tenant_session, owner)
+    v = form_values(client.get(URL).text)
+    v.update({"tiers-1-retention_threshold": "1200", "tiers-2-multiplier": "0", "point_value": "0"})
+    r = client.post(URL, data=v)
+    assert r.status_code == 422
+    for field, message in (("tiers-1-retention_threshold", "Cannot exceed the threshold."),
+                           ("tiers-2-multiplier", "Must be more than 0."), ("point_value", "Must be more than 0.")):
+        errors = r.text[r.text.index(f'id="{field}-errors"'):]
+        assert message in errors[:errors.index("</ul>")], field
+    assert section(tenant_session, owner) == before
+
+
 def test_the_toml_editor_names_the_tier_of_a_problem(client, owner, tenant_session):
     """Edited as text there are no rows to show a problem on: the message names the tier."""
     before = section(tenant_session, owner)

@@ -61,9 +61,13 @@ class Problem:
 
 
 class ProgrammeError(ValueError):
-    def __init__(self, problems: list):
+    """``partial``: the programme as read with a default in place of each refused value
+    (None when nothing could be read), for checks that should be said at the same time."""
+
+    def __init__(self, problems: list, partial: "Programme | None" = None):
         super().__init__("; ".join(str(p) for p in problems))
         self.problems = problems
+        self.partial = partial
 
 
 def add_months(day: dt.date, months: int) -> dt.date:
@@ -409,8 +413,8 @@ class _Reader:
             starts, ends = self.date(p.get("starts_on")), self.date(p.get("ends_on"))
             if starts is None or ends is None:
                 self.fail(_l("%(what)s needs a first and a last day, dates such as \"2026-03-31\".", what=what))
-                continue
-            if ends < starts:
+                starts = ends = dt.date.min  # kept in the partial programme only, so the numbering holds
+            elif ends < starts:
                 self.fail(_l("%(what)s ends before it starts.", what=what))
             kinds = p.get("kinds", [])
             if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
@@ -445,5 +449,5 @@ class _Reader:
         kw["goodwill_budget"] = self.decimal(d.get("goodwill_budget"), _l("Goodwill budget"), Decimal(0),
                                              at=("goodwill_budget",))
         if self.problems:
-            raise ProgrammeError(self.problems)
+            raise ProgrammeError(self.problems, Programme(**kw))
         return Programme(**kw)

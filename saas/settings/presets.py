@@ -87,7 +87,10 @@ def validate_section(section: str, data, department_codes: set[str], kind_codes:
         try:
             programme = Programme.from_data(data)
         except ProgrammeError as exc:
-            return list(exc.problems)
+            # The checks below are said with the reader's problems, not after they are fixed.
+            errors, programme = list(exc.problems), exc.partial
+            if programme is None:
+                return errors
         errors += _unknown_loyalty_keys(data)
         for dept in programme.category_multipliers:
             if dept not in department_codes:
