@@ -512,6 +512,42 @@ def test_merge_moves_lots_with_their_dates_and_debt_and_the_higher_tier(books, h
     assert ledger.verify(s) == []
 
 
+@pytest.mark.parametrize("spent", [0, 150], ids=["unspent", "partly-spent"])
+def test_a_transaction_refunded_after_its_customer_was_merged_takes_the_points_from_the_survivor(
+        books, spent):
+    """The duplicate's transaction moves to the survivor with its lot: refunded later, its
+    points come back out of the survivor's account (its own lot first; what the survivor
+    spent becomes the survivor's debt), not out of the merged duplicate nobody sees."""
+    from saas.customers.records import merge_customers
+
+    s, c, kind, owner = books
+    p = programme()
+    dup = Customer(name="王伟 (dup)")
+    s.add(dup)
+    s.flush()
+    earn(s, p, c, kind, "500")  # 50 of the survivor's own
+    tx, award = earn(s, p, dup, kind, "2000")  # 200 on the duplicate
+    s.commit()
+    merge_customers(s, c.id, dup.id, owner.id)
+    s.commit()
+    assert ledger.account(s, c.id).balance == 250
+    if spent:
+        ledger.redeem(s, p, c, DAY, points=spent)  # the merged lot expires first: it pays
+    ledger.reverse_transaction(s, p, s.get(Transaction, (c.tenant_id, tx.id)), owner.id, "refund", DAY)
+    s.commit()
+    assert ledger.account(s, dup.id).balance == 0
+    assert ledger.account(s, c.id).balance == 250 - spent - 200
+    assert services.points_earned_by(s, s.get(Transaction, (c.tenant_id, tx.id))) == 200
+    for cid in (c.id, dup.id):
+        check_books(s, cid)
+    assert ledger.verify(s) == []
+    # The reversal names the earning it reverses, and a second reversal is refused.
+    rev = s.scalar(select(LedgerEntry).where(LedgerEntry.kind == "reverse"))
+    assert (rev.customer_id, rev.points, rev.reverses_id) == (c.id, -200, award.entries[0].id)
+    with pytest.raises(ValidationFailed):
+        ledger.reverse_transaction(s, p, s.get(Transaction, (c.tenant_id, tx.id)), owner.id, "again", DAY)
+
+
 def test_a_void_after_expiry_gives_points_back_to_an_expired_lot_which_expires_again(books):
     s, c, kind, _ = books
     p = programme(expiry_months=12)

@@ -398,6 +398,22 @@ def award_for_transaction(s: Session, programme: Programme, tx: Transaction, cus
 
 # --- reversing a transaction ----------------------------------------------------------------
 
+def holder_of(s: Session, lot: LedgerEntry) -> tuple[uuid.UUID, uuid.UUID | None]:
+    """Whose account holds the points of ``lot`` now, and as which lot: a merge moves what
+    is left of each lot to the survivor as a new lot (``transfer_all``), merges one after
+    another again. (The customer, None for the lot when it was empty when it moved.)"""
+    customer_id, lot_id = lot.customer_id, lot.id
+    while True:
+        customer = s.get(Customer, (bound_tenant_id(s), customer_id))
+        survivor = customer.merged_into_id if customer is not None else None
+        if survivor is None:
+            return customer_id, lot_id
+        moved = _existing(s, f"merge:{customer_id}:{lot_id}:in")
+        if moved is None:
+            return survivor, None  # merged_into_id names the last survivor of a chain
+        customer_id, lot_id = moved.customer_id, moved.id
+
+
 def reverse_transaction(s: Session, programme: Programme, tx: Transaction, staff_user_id: uuid.UUID | None,
                         reason: str, as_of: dt.date) -> list[LedgerEntry]:
     """Undo what ``tx`` earned (for every customer it credited), taking the points from
@@ -412,14 +428,15 @@ def reverse_transaction(s: Session, programme: Programme, tx: Transaction, staff
     earned = s.scalars(select(LedgerEntry).where(LedgerEntry.transaction_id == tx.id, LedgerEntry.kind == "earn",
                                                  LedgerEntry.points > 0)
                        .order_by(LedgerEntry.customer_id, LedgerEntry.id)).all()
+    held = {e.id: holder_of(s, e) for e in earned}
     out = []
-    for customer_id in sorted({e.customer_id for e in earned}):
+    for customer_id in sorted({customer_id for customer_id, _lot in held.values()}):
         acc = lock_account(s, customer_id)
         pool = lots(s, customer_id)
-        for e in (e for e in earned if e.customer_id == customer_id):
+        for e in (e for e in earned if held[e.id][0] == customer_id):
             rev = _post(s, acc, "reverse", -e.points, as_of, transaction_id=tx.id, reverses_id=e.id,
                         staff_user_id=staff_user_id, reason=reason, idempotency_key=f"reverse:{e.id}")
-            own = [lot for lot in pool if lot.entry.id == e.id]
+            own = [lot for lot in pool if lot.entry.id == held[e.id][1]]
             left = _take(s, acc, rev, e.points, own, dt.date.min)  # its own lot, expired or not
             _take(s, acc, rev, left, pool, as_of)
             out.append(rev)
@@ -429,7 +446,7 @@ def reverse_transaction(s: Session, programme: Programme, tx: Transaction, staff
     s.flush()
     # What it no longer counts towards: the tier it carried (every measure counts the
     # customer's own transactions; points earned count the referrer's reward too).
-    for customer_id in sorted({tx.customer_id} | {e.customer_id for e in earned}):
+    for customer_id in sorted({tx.customer_id} | {customer_id for customer_id, _lot in held.values()}):
         if account(s, customer_id) is None:
             continue  # never earned anything: no tier to take back
         acc = lock_account(s, customer_id)

@@ -522,10 +522,12 @@ def ledger_balance(s: Session, customer_id: uuid.UUID) -> int:
 
 
 def points_earned_by(s: Session, tx: Transaction) -> int:
-    """What ``tx`` credited its own customer (the points a reversal takes back)."""
+    """What ``tx`` credited its own customer (the points a reversal takes back): all it
+    earned but the referrer's reward, on whichever customer's account (a merged duplicate
+    keeps the entries of the transactions the merge moved to the survivor)."""
     return int(s.scalar(select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
-        LedgerEntry.transaction_id == tx.id, LedgerEntry.customer_id == tx.customer_id,
-        LedgerEntry.kind == "earn")))
+        LedgerEntry.transaction_id == tx.id, LedgerEntry.kind == "earn",
+        LedgerEntry.idempotency_key.not_like("referral:%:referrer"))))
 
 
 @dataclass
