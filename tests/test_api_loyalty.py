@@ -382,6 +382,30 @@ def test_void_restores_the_same_lots_and_answers_the_balance(app, client, hotel)
     books_exact(app, tenant)
 
 
+def test_a_void_after_a_merge_answers_the_surviving_customer(app, client, hotel):
+    """PMS-2 redeemed, then was merged into PMS-1: the void gives the points to PMS-1,
+    who holds the rest of PMS-2's points, and says so."""
+    from saas.customers.records import merge_customers
+
+    tenant, owner, key = hotel
+    create(client, key, ref="PMS-2")
+    award(client, key, "2000", customer_ref="PMS-2")
+    red = redeem(client, key, customer_ref="PMS-2", points=150).get_json()
+    s = app.extensions["huitou_db"].new_session(tenant_id=tenant.id)
+    try:
+        ids = dict(s.execute(select(Customer.external_ref, Customer.id)).all())
+        merge_customers(s, ids["PMS-1"], ids["PMS-2"], owner.id)
+        s.commit()
+    finally:
+        s.close()
+    r = client.post(f"/api/v1/redemptions/{red['id']}/void", json={}, headers=auth(key, "void-merged"))
+    assert r.status_code == 200, r.text
+    assert r.get_json() == {"id": red["id"], "customer_ref": "PMS-1", "voided_on": TODAY.isoformat(),
+                            "points_restored": 150, "balance": 200, "redeemable": 200}
+    assert read(app, tenant, lambda s: ledger.ledger_sum(s, ids["PMS-2"])) == 0
+    books_exact(app, tenant)
+
+
 def test_void_refusals(app, client, hotel, make_tenant, api_key):
     tenant, _owner, key = hotel
     tx = award(client, key, "3000")

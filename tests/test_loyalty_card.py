@@ -442,6 +442,31 @@ def test_manager_voids_a_redemption_and_the_points_come_back(client, desk):
     assert desk.balance() == 500
 
 
+def test_after_a_merge_the_survivor_reverses_the_duplicates_transaction_and_a_void_pays_the_survivor(
+        client, desk, make_customer):
+    """The guest (a duplicate) earned and redeemed, then was merged into another record:
+    the survivor's card reverses the guest's transaction with its points, and a void on the
+    guest's card gives the points to the survivor, whose card it then shows."""
+    from saas.customers.records import merge_customers
+
+    tx = desk.earn("5000")  # 500
+    entry = desk.redeem(points=120)
+    survivor = make_customer(desk.tenant, name="王伟 (主档)")
+    s = desk.session()
+    merge_customers(s, survivor.id, desk.guest.id, desk.owner.id)
+    s.commit()
+    login(client, desk.manager.email)
+    r = client.post(f"/customers/{desk.guest.id}/loyalty/redemptions/{entry.id}/void", data={"reason": "returned"})
+    assert r.status_code == 303 and r.headers["Location"].endswith(f"/customers/{survivor.id}/loyalty")
+    assert "Redemption voided: 120 points given back. Balance: 500 points." in client.get(r.headers["Location"]).text
+    reverse_url = f"/customers/{survivor.id}/transactions/{tx.id}/reverse"
+    confirm = client.get(reverse_url).text
+    points = confirm[confirm.index("Points it earned"):]
+    assert "<dd>500</dd>" in points[:points.index("</dl>")]
+    assert client.post(reverse_url, data={"reason": "refund"}).status_code == 303
+    assert desk.read(lambda s: (ledger.ledger_sum(s, survivor.id), ledger.ledger_sum(s, desk.guest.id))) == (0, 0)
+
+
 def test_manager_reverses_a_transaction_from_the_customer_page(client, desk):
     tx = desk.earn("2000")  # 200 points
     desk.redeem(points=150)

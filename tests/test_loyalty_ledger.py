@@ -548,6 +548,64 @@ def test_a_transaction_refunded_after_its_customer_was_merged_takes_the_points_f
         ledger.reverse_transaction(s, p, s.get(Transaction, (c.tenant_id, tx.id)), owner.id, "again", DAY)
 
 
+def _merge(s, survivor, duplicate, owner):
+    from saas.customers.records import merge_customers
+
+    merge_customers(s, survivor.id, duplicate.id, owner.id)
+    s.commit()
+
+
+def test_points_merged_into_a_customer_who_owes_more_pay_what_they_can_of_the_debt(books):
+    s, c, kind, owner = books
+    p = programme()
+    tx, _ = earn(s, p, c, kind, "3000")
+    ledger.redeem(s, p, c, DAY, points=300)
+    ledger.reverse_transaction(s, p, tx, None, "refund", DAY)  # c owes 300
+    dup = Customer(name="王伟 (dup)")
+    s.add(dup)
+    s.flush()
+    earn(s, p, dup, kind, "1000")  # 100
+    s.commit()
+    _merge(s, c, dup, owner)
+    assert ledger.account(s, c.id).balance == -200
+    assert [left for _, left in ledger.debts(s, c.id)] == [200]  # not a lot of 100 beside a debt of 300
+    for cid in (c.id, dup.id):
+        check_books(s, cid)
+
+
+def test_a_redemption_of_the_duplicate_voided_after_the_merge_gives_the_points_to_the_survivor(books):
+    s, c, kind, owner = books
+    p = programme()
+    dup = Customer(name="王伟 (dup)")
+    s.add(dup)
+    s.flush()
+    earn(s, p, c, kind, "500")  # 50
+    tx, _ = earn(s, p, dup, kind, "2000", on=DAY - dt.timedelta(days=30))  # 200
+    r = ledger.redeem(s, p, dup, DAY, points=150)
+    s.commit()
+    _merge(s, c, dup, owner)
+    assert ledger.account(s, c.id).balance == 100
+    void = ledger.void_redemption(s, p, r, owner.id, "returned", DAY)
+    s.commit()
+    assert void.points == 150
+    assert ledger.account(s, dup.id).balance == 0
+    assert ledger.account(s, c.id).balance == 250
+    # The restored points kept the lot's dates on the survivor.
+    lot_expiry = p.expires_on(DAY - dt.timedelta(days=30))
+    assert sum(lot.remaining for lot in ledger.lots(s, c.id) if lot.entry.expires_on == lot_expiry) == 200
+    for cid in (c.id, dup.id):
+        check_books(s, cid)
+    assert ledger.verify(s) == []
+    with pytest.raises(ValidationFailed):
+        ledger.void_redemption(s, p, r, owner.id, "again", DAY)
+    # The refund of the duplicate's transaction now takes its 200 from the survivor.
+    ledger.reverse_transaction(s, p, s.get(Transaction, (c.tenant_id, tx.id)), owner.id, "refund", DAY)
+    s.commit()
+    assert (ledger.account(s, c.id).balance, ledger.account(s, dup.id).balance) == (50, 0)
+    for cid in (c.id, dup.id):
+        check_books(s, cid)
+
+
 def test_a_void_after_expiry_gives_points_back_to_an_expired_lot_which_expires_again(books):
     s, c, kind, _ = books
     p = programme(expiry_months=12)

@@ -142,11 +142,14 @@ REDEMPTION_VOID = api.schema("RedemptionVoid", {
     "required": ["id", "customer_ref", "voided_on", "points_restored", "balance", "redeemable"],
     "properties": {
         "id": {"type": "string", "format": "uuid", "description": "The redemption's id."},
-        "customer_ref": {"type": ["string", "null"]},
+        "customer_ref": {"type": ["string", "null"],
+                         "description": "The customer whose points these are now: for a redemption of a customer "
+                                        "merged since, the surviving customer."},
         "voided_on": DATE,
         "points_restored": {"type": "integer",
-                            "description": "Points given back, to exactly the lots the redemption took them from."},
-        "balance": {"type": "integer", "description": "The customer's balance afterwards."},
+                            "description": "Points given back, to exactly the lots the redemption took them from "
+                                           "(which then move on to the surviving customer of a merge)."},
+        "balance": {"type": "integer", "description": "That customer's balance afterwards."},
         "redeemable": {"type": "integer", "description": "Points the customer can redeem now."},
     },
 })
@@ -454,8 +457,9 @@ def void_redemption(body, obj: LedgerEntry, redemption_id):
     as_of = _today()
     void = _call(ledger.void_redemption, s, services.programme_of(s), obj, staff, body.get("reason", ""),
                  as_of)
-    balance, redeemable = services.balances(s, obj.customer_id, as_of)
-    return {"id": str(obj.id), "customer_ref": _ref_of(s, obj.customer_id), "voided_on": void.occurred_on.isoformat(),
+    holder = ledger.survivor_of(s, obj.customer_id)
+    balance, redeemable = services.balances(s, holder, as_of)
+    return {"id": str(obj.id), "customer_ref": _ref_of(s, holder), "voided_on": void.occurred_on.isoformat(),
             "points_restored": void.points, "balance": balance, "redeemable": redeemable}, 200
 
 

@@ -309,9 +309,11 @@ def void_redemption(customer_id: uuid.UUID, entry_id: uuid.UUID):
             db.session().rollback()
             _show_refusal(form, exc)
         else:
+            # A customer merged since: the points went on to the survivor; its card says so.
+            holder = customers.get_customer(s, ledger.survivor_of(s, customer.id))
             flash(_("Redemption voided: %(n)s points given back.", n=number(void.points)) + " "
-                  + _balance_message(services.ledger_balance(s, customer.id)), "success")
-            return _back(customer)
+                  + _balance_message(services.ledger_balance(s, holder.id)), "success")
+            return _back(holder)
     reward = s.get(Reward, (entry.tenant_id, entry.reward_id)) if entry.reward_id else None
     status = 422 if request.method == "POST" else 200
     return render_template("loyalty/card/void.html", customer=customer, form=form, entry=entry,

@@ -403,15 +403,19 @@ def holder_of(s: Session, lot: LedgerEntry) -> tuple[uuid.UUID, uuid.UUID | None
     is left of each lot to the survivor as a new lot (``transfer_all``), merges one after
     another again. (The customer, None for the lot when it was empty when it moved.)"""
     customer_id, lot_id = lot.customer_id, lot.id
-    while True:
-        customer = s.get(Customer, (bound_tenant_id(s), customer_id))
-        survivor = customer.merged_into_id if customer is not None else None
-        if survivor is None:
-            return customer_id, lot_id
+    while (survivor := survivor_of(s, customer_id)) != customer_id:
         moved = _existing(s, f"merge:{customer_id}:{lot_id}:in")
         if moved is None:
-            return survivor, None  # merged_into_id names the last survivor of a chain
+            return survivor, None
         customer_id, lot_id = moved.customer_id, moved.id
+    return customer_id, lot_id
+
+
+def survivor_of(s: Session, customer_id: uuid.UUID) -> uuid.UUID:
+    """The customer that ``customer_id`` was merged into (the last of a chain: a merge
+    points the customers merged earlier at its survivor), or ``customer_id`` itself."""
+    customer = s.get(Customer, (bound_tenant_id(s), customer_id))
+    return customer.merged_into_id if customer is not None and customer.merged_into_id else customer_id
 
 
 def reverse_transaction(s: Session, programme: Programme, tx: Transaction, staff_user_id: uuid.UUID | None,
@@ -536,13 +540,17 @@ def redeem(s: Session, programme: Programme, customer: Customer, as_of: dt.date,
 
 def void_redemption(s: Session, programme: Programme, entry: LedgerEntry, staff_user_id: uuid.UUID | None,
                     reason: str, as_of: dt.date) -> LedgerEntry:
-    """Undo a redemption: exactly the lots it took get their points back."""
+    """Undo a redemption: exactly the lots it took get their points back. A redemption of a
+    customer merged since: the lots get them back, then move on to the survivor, as the
+    merge moved the rest of them."""
     if entry.kind != "redeem":
         raise NotFound("redemption")
     reason = (reason or "").strip()
     if len(reason) > 255:
         _refuse("reason", _l("At most %(n)s characters.", n=255), "validation_failed")
-    acc = lock_account(s, entry.customer_id)
+    survivor = survivor_of(s, entry.customer_id)
+    accounts = {cid: lock_account(s, cid) for cid in sorted({entry.customer_id, survivor})}
+    acc = accounts[entry.customer_id]
     if _existing(s, f"void:{entry.id}") is not None:
         _refuse("redemption", _l("This redemption was already voided."), "already_voided")
     owed = acc.balance < 0
@@ -558,6 +566,11 @@ def void_redemption(s: Session, programme: Programme, entry: LedgerEntry, staff_
     s.flush()
     if owed:
         settle_debts(s, acc, as_of)
+        s.flush()
+    if survivor != entry.customer_id:
+        _move_lots(s, acc, accounts[survivor], f"void:{entry.id}", as_of, staff_user_id, reason)
+        s.flush()
+        settle_debts(s, accounts[survivor], as_of)
         s.flush()
     return void
 
@@ -645,6 +658,26 @@ def adjust(s: Session, programme: Programme, customer: Customer, as_of: dt.date,
 
 # --- merging two customers' points ------------------------------------------------------------
 
+def _move_lots(s: Session, src: LoyaltyAccount, dst: LoyaltyAccount, key: str, as_of: dt.date,
+               staff_user_id: uuid.UUID | None, reason: str) -> int:
+    """Move what is left of each of ``src``'s lots to ``dst`` as a lot with the same pending
+    and expiry dates (an adjust entry on each side, keyed ``{key}:{lot}:out`` and ``:in``,
+    which ``holder_of`` follows). Returns the points moved."""
+    moved = 0
+    for lot in lots(s, src.customer_id):
+        n = lot.remaining
+        if n <= 0:
+            continue
+        out = _post(s, src, "adjust", -n, as_of, staff_user_id=staff_user_id, reason=reason,
+                    detail={"merged_into": str(dst.customer_id)}, idempotency_key=f"{key}:{lot.entry.id}:out")
+        _allocate(s, src, out, lot, n)
+        _post(s, dst, "adjust", n, as_of, available_on=lot.entry.available_on, expires_on=lot.entry.expires_on,
+              staff_user_id=staff_user_id, reason=reason, detail={"merged_from": str(src.customer_id)},
+              idempotency_key=f"{key}:{lot.entry.id}:in")
+        moved += n
+    return moved
+
+
 def transfer_all(s: Session, programme: Programme, source_id: uuid.UUID, target_id: uuid.UUID,
                  staff_user_id: uuid.UUID | None, as_of: dt.date, reason: str) -> int:
     """Move everything ``source`` has (each lot with what is left of it, keeping its
@@ -653,19 +686,7 @@ def transfer_all(s: Session, programme: Programme, source_id: uuid.UUID, target_
     first, second = sorted([source_id, target_id])
     accounts = {first: lock_account(s, first), second: lock_account(s, second)}
     src, dst = accounts[source_id], accounts[target_id]
-    moved = 0
-    for lot in lots(s, source_id):
-        if lot.remaining <= 0:
-            continue
-        n = lot.remaining
-        key = f"merge:{source_id}:{lot.entry.id}"
-        out = _post(s, src, "adjust", -n, as_of, staff_user_id=staff_user_id, reason=reason,
-                    detail={"merged_into": str(target_id)}, idempotency_key=f"{key}:out")
-        _allocate(s, src, out, lot, n)
-        _post(s, dst, "adjust", n, as_of, available_on=lot.entry.available_on, expires_on=lot.entry.expires_on,
-              staff_user_id=staff_user_id, reason=reason, detail={"merged_from": str(source_id)},
-              idempotency_key=f"{key}:in")
-        moved += n
+    moved = _move_lots(s, src, dst, f"merge:{source_id}", as_of, staff_user_id, reason)
     owed = debts(s, source_id)
     for debit, left in owed:
         # The source's debt is settled by a credit that the target pays for.
@@ -680,8 +701,7 @@ def transfer_all(s: Session, programme: Programme, source_id: uuid.UUID, target_
         _take(s, dst, owes, left, lots(s, target_id), as_of)
         moved -= left
     s.flush()
-    if dst.balance >= 0 and debts(s, target_id):
-        settle_debts(s, dst, as_of)
+    settle_debts(s, dst, as_of)  # what came in pays what the survivor owed, as far as it goes
     if programme.tier_index(src.tier_code) > programme.tier_index(dst.tier_code):
         dst.tier_code, dst.tier_since, dst.tier_review_on = src.tier_code, src.tier_since, src.tier_review_on
     s.flush()
