@@ -467,6 +467,40 @@ def test_after_a_merge_the_survivor_reverses_the_duplicates_transaction_and_a_vo
     assert desk.read(lambda s: (ledger.ledger_sum(s, survivor.id), ledger.ledger_sum(s, desk.guest.id))) == (0, 0)
 
 
+def test_nothing_new_is_recorded_on_a_merged_customer(client, desk, make_customer):
+    """A merged duplicate's pages stay readable (its history stays), but a visit, a
+    redemption or an adjustment recorded there would be on a record searches no longer
+    show: refused, with where to go instead, and the buttons are not offered."""
+    from saas.customers.records import merge_customers
+
+    desk.earn("5000")
+    survivor = make_customer(desk.tenant, name="王伟 (主档)")
+    s = desk.session()
+    merge_customers(s, survivor.id, desk.guest.id, desk.owner.id)
+    s.commit()
+    login(client, desk.manager.email)
+    before = desk.read(lambda s: s.scalar(select(func.count()).select_from(LedgerEntry)))
+    message = "This customer was merged into another one: record this on the surviving customer."
+    for url in (desk.card, desk.page, f"/customers/{desk.guest.id}"):
+        page = client.get(url).text
+        for action in ("/transactions/new", "/loyalty/redeem", "/loyalty/adjust"):
+            assert f'href="/customers/{desk.guest.id}{action}' not in page, (url, action)
+    kind = desk.read(lambda s: s.scalar(select(TransactionKind.id).where(TransactionKind.code == "stay")))
+    posts = {"/transactions/new": {"kind_id": str(kind), "occurred_on": DAY.isoformat(), "amount": "100",
+                                   "quantity": "1", "location_id": "", "department_id": ""},
+             "/loyalty/redeem": {"reward": "points", "points": "100"},
+             "/loyalty/adjust": {"points": "50", "reason": "goodwill"}}
+    for action, data in posts.items():
+        if action != "/transactions/new":
+            data["idempotency_key"] = key_from(client.get(f"/customers/{desk.guest.id}{action}").text)
+        r = client.post(f"/customers/{desk.guest.id}{action}", data=data)
+        assert r.status_code == 422 and html.escape(message, quote=False) in r.text, action
+        assert 'value="' + (data.get("amount") or data["points"]) + '"' in r.text, action
+    assert desk.read(lambda s: s.scalar(select(func.count()).select_from(LedgerEntry))) == before
+    assert desk.read(lambda s: s.scalar(select(func.count()).select_from(Transaction)
+                                        .where(Transaction.customer_id == desk.guest.id))) == 0
+
+
 def test_manager_reverses_a_transaction_from_the_customer_page(client, desk):
     tx = desk.earn("2000")  # 200 points
     desk.redeem(points=150)

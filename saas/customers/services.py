@@ -475,6 +475,17 @@ def refuse_if_erased(customer: Customer) -> None:
         raise ValidationFailed.one("", ERASED_MESSAGE, code="customer_erased")
 
 
+MERGED_MESSAGE = _l("This customer was merged into another one: record this on the surviving customer.")
+
+
+def refuse_if_merged(customer: Customer) -> None:
+    """Raise ValidationFailed (code "customer_merged", for the whole form) for a customer
+    merged into another: a transaction or points recorded on the duplicate would stay on
+    a record that searches no longer show, apart from the survivor's."""
+    if customer.merged_into_id is not None:
+        raise ValidationFailed.one("", MERGED_MESSAGE, code="customer_merged")
+
+
 @dataclass(frozen=True)
 class TransactionRow:
     transaction: Transaction
@@ -1213,6 +1224,7 @@ def new_transaction(s: Session, customer: Customer, data: dict, staff_user_id: u
     """The checks of ``record_transaction`` and the transaction they allow, not yet added
     to the session: a request may check (read) before it takes SQLite's write lock and
     write after (saas/api/customers.py)."""
+    refuse_if_merged(customer)
     errors: dict[str, list] = {}
 
     def check(field, fn):

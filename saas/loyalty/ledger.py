@@ -25,6 +25,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from saas.auth.models import Role
 from saas.clock import now_utc
 from saas.customers.models import Customer, Transaction
+from saas.customers.services import refuse_if_merged
 from saas.db import bound_tenant_id, insert_now, new_id
 from saas.errors import NotFound, ValidationFailed
 from saas.loyalty.models import LOT_KINDS, LedgerEntry, LotAllocation, LoyaltyAccount, Referral, Reward, TierChange
@@ -502,6 +503,7 @@ def redeem(s: Session, programme: Programme, customer: Customer, as_of: dt.date,
     previous = _existing(s, idempotency_key)
     if previous is not None:
         return previous
+    refuse_if_merged(customer)  # (a replay of what was done before the merge answers above)
     acc = lock_account(s, customer.id)
     previous = _existing(s, idempotency_key)  # again, now that a concurrent twin has committed
     if previous is not None:
@@ -637,6 +639,7 @@ def adjust(s: Session, programme: Programme, customer: Customer, as_of: dt.date,
     previous = _existing(s, idempotency_key)
     if previous is not None:
         return previous
+    refuse_if_merged(customer)  # (a replay of what was done before the merge answers above)
     acc = lock_account(s, customer.id)
     previous = _existing(s, idempotency_key)  # again, now that a concurrent twin has committed
     if previous is not None:
