@@ -458,7 +458,10 @@ def test_after_a_merge_the_survivor_reverses_the_duplicates_transaction_and_a_vo
     login(client, desk.manager.email)
     r = client.post(f"/customers/{desk.guest.id}/loyalty/redemptions/{entry.id}/void", data={"reason": "returned"})
     assert r.status_code == 303 and r.headers["Location"].endswith(f"/customers/{survivor.id}/loyalty")
-    assert "Redemption voided: 120 points given back. Balance: 500 points." in client.get(r.headers["Location"]).text
+    page = client.get(r.headers["Location"]).text
+    assert "Redemption voided: 120 points given back. Balance: 500 points." in page
+    history = page[page.index('id="tier-history"'):]
+    assert "Taken over from a merged record" in history and "— → <strong>Member</strong>" in history
     reverse_url = f"/customers/{survivor.id}/transactions/{tx.id}/reverse"
     confirm = client.get(reverse_url).text
     points = confirm[confirm.index("Points it earned"):]

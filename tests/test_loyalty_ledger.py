@@ -503,6 +503,10 @@ def test_merge_moves_lots_with_their_dates_and_debt_and_the_higher_tier(books, h
     assert ledger.account(s, dup.id).balance == 0
     assert ledger.account(s, c.id).balance == total
     assert ledger.account(s, c.id).tier_code == ledger.account(s, dup.id).tier_code == "gold"
+    change = s.scalar(select(TierChange).where(TierChange.customer_id == c.id, TierChange.kind == "merge"))
+    dup_acc = ledger.account(s, dup.id)
+    assert (change.from_code, change.to_code, change.to_since, change.to_review_on) == \
+        ("member", "gold", dup_acc.tier_since, dup_acc.tier_review_on)
     survivor_lots = [(lot.remaining, lot.entry.expires_on) for lot in ledger.lots(s, c.id) if lot.remaining]
     expires = {e for _, e in dup_lots}
     assert {e for _, e in survivor_lots} == expires  # same expiry dates, debt paid from them
@@ -510,6 +514,37 @@ def test_merge_moves_lots_with_their_dates_and_debt_and_the_higher_tier(books, h
     for cid in (c.id, dup.id):
         check_books(s, cid)
     assert ledger.verify(s) == []
+
+
+def test_a_merge_counts_the_points_both_records_earned_towards_the_tier(books):
+    """Neither record reached Silver (1,000 points earned); together they do: the merge
+    upgrades the survivor, and the points the duplicate earned go on counting (at reviews
+    too), though their ledger entries stay the duplicate's."""
+    s, c, kind, owner = books
+    p = programme()
+    dup = Customer(name="王伟 (dup)")
+    s.add(dup)
+    s.flush()
+    earn(s, p, c, kind, "6000")
+    dup_tx, _ = earn(s, p, dup, kind, "6000")
+    s.commit()
+    assert ledger.account(s, c.id).tier_code == ledger.account(s, dup.id).tier_code == "member"
+    start, end = p.window(DAY)
+    assert ledger.qualifying_value(s, p, c.id, start, end) == 600
+    _merge(s, c, dup, owner)
+    assert ledger.qualifying_value(s, p, c.id, start, end) == 1200
+    acc = ledger.account(s, c.id)
+    assert acc.tier_code == "silver"
+    last = s.scalars(select(TierChange).where(TierChange.customer_id == c.id)
+                     .order_by(TierChange.created_at.desc(), TierChange.id.desc())).first()
+    assert (last.kind, last.from_code, last.to_code) == ("upgrade", "member", "silver")
+    # Refunded, the duplicate's transaction counts no more, and the upgrade it made possible is taken back.
+    ledger.reverse_transaction(s, p, s.get(Transaction, (c.tenant_id, dup_tx.id)), owner.id, "refund", DAY)
+    s.commit()
+    assert ledger.qualifying_value(s, p, c.id, start, end) == 600
+    assert ledger.account(s, c.id).tier_code == "member"
+    for cid in (c.id, dup.id):
+        check_books(s, cid)
 
 
 @pytest.mark.parametrize("spent", [0, 150], ids=["unspent", "partly-spent"])

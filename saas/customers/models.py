@@ -70,6 +70,9 @@ class Customer(TenantScoped, Base):
         # narrow index instead of the table (and the seek on phone for exact numbers).
         Index("ix_customers_tenant_phones", "tenant_id", "phone", "phone_alt", "id"),
         Index("ix_customers_tenant_name", "tenant_id", "name"),
+        # The customers merged into one (a tier counts their points earned; migration 0008).
+        Index("ix_customers_tenant_merged_into", "tenant_id", "merged_into_id", "id",
+              sqlite_where=text("merged_into_id IS NOT NULL"), postgresql_where=text("merged_into_id IS NOT NULL")),
         # The search by the start of the name compares lower(name), and lists customers in
         # the order of this index (lower(name), name, id): a page is read in index order and
         # a count of the matches never touches the table (merged_into_id is here too).

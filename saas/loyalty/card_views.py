@@ -43,7 +43,8 @@ KIND_LABELS = {"earn": _l("Earned"), "redeem": _l("Redeemed"), "expire": _l("Exp
                "reverse": _l("Refund: points taken back"), "void": _l("Redemption voided")}
 
 TIER_CHANGE_LABELS = {"upgrade": _l("Upgraded"), "review": _l("Lowered at the review"),
-                      "kept": _l("Kept at the review"), "undo": _l("Upgrade taken back")}
+                      "kept": _l("Kept at the review"), "undo": _l("Upgrade taken back"),
+                      "merge": _l("Taken over from a merged record")}
 
 MEASURE_LABELS = {"points_earned": _l("points earned"), "spend": _l("spend"), "visits": _l("visits")}
 

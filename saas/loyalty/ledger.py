@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import bindparam, exists, func, select, update
+from sqlalchemy import bindparam, exists, func, select, union_all, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -187,9 +187,9 @@ def _existing(s: Session, key: str | None) -> LedgerEntry | None:
 
 def qualifying_value(s: Session, programme: Programme, customer_id: uuid.UUID, start: dt.date, end: dt.date):
     """What counts towards tiers between ``start`` and ``end`` (both included): points
-    earned (not reversed), spend or number of visits (transactions not reversed). Core
-    statements with the tenant named: every award asks (through the ORM it costs more
-    than the sum itself)."""
+    earned (not reversed; on the records merged into the customer too), spend or number
+    of visits (transactions not reversed). Core statements with the tenant named: every
+    award asks (through the ORM it costs more than the sum itself)."""
     if s.new or s.dirty:
         s.flush()  # as the ORM would before a query: this award's entry counts
     stmt = _QUALIFYING[programme.tier_measure]
@@ -199,10 +199,15 @@ def qualifying_value(s: Session, programme: Programme, customer_id: uuid.UUID, s
 
 
 def _qualifying_statements() -> dict:
-    e, t = LedgerEntry.__table__, Transaction.__table__
+    e, t, c = LedgerEntry.__table__, Transaction.__table__, Customer.__table__
     rev = e.alias("reversal")
+    # The customer's own, and those of the records merged into it (the merge moved their
+    # transactions, so spend and visits count them already; ledger entries stay where they are).
+    holders = union_all(select(bindparam("customer_id", type_=e.c.customer_id.type)),
+                        select(c.c.id).where(c.c.tenant_id == bindparam("tenant_id"),
+                                             c.c.merged_into_id == bindparam("customer_id")))
     earned = select(func.coalesce(func.sum(e.c.points), 0)).where(
-        e.c.tenant_id == bindparam("tenant_id"), e.c.customer_id == bindparam("customer_id"), e.c.kind == "earn",
+        e.c.tenant_id == bindparam("tenant_id"), e.c.customer_id.in_(holders), e.c.kind == "earn",
         e.c.occurred_on >= bindparam("start"), e.c.occurred_on <= bindparam("end"),
         ~exists().where(rev.c.tenant_id == e.c.tenant_id, rev.c.reverses_id == e.c.id))
     where = (t.c.tenant_id == bindparam("tenant_id"), t.c.customer_id == bindparam("customer_id"),
@@ -706,7 +711,13 @@ def transfer_all(s: Session, programme: Programme, source_id: uuid.UUID, target_
     s.flush()
     settle_debts(s, dst, as_of)  # what came in pays what the survivor owed, as far as it goes
     if programme.tier_index(src.tier_code) > programme.tier_index(dst.tier_code):
+        _record_change(s, programme, target_id, "merge", as_of,
+                       (programme.tier_index(dst.tier_code), dst.tier_since, dst.tier_review_on),
+                       (programme.tier_index(src.tier_code), src.tier_since, src.tier_review_on))
         dst.tier_code, dst.tier_since, dst.tier_review_on = src.tier_code, src.tier_since, src.tier_review_on
+        dst.updated_at = now_utc()
+    s.flush()
+    refresh_tier(s, programme, dst, as_of)  # what both earned together may reach a higher tier
     s.flush()
     return moved
 

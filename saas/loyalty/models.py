@@ -104,8 +104,9 @@ class LedgerEntry(TenantScoped, Base):
 class TierChange(TenantScoped, Base):
     """One change of a customer's tier, with the state before and after (code, since, review
     day): an ``upgrade`` (a threshold met), a ``review`` (the tier kept, with the next review
-    day, or lowered), or an ``undo`` of an upgrade that a reversed transaction had carried
-    (``undoes_id``; the transaction in ``transaction_id``). Append-only, like the ledger."""
+    day, or lowered), an ``undo`` of an upgrade that a reversed transaction had carried
+    (``undoes_id``; the transaction in ``transaction_id``), or a ``merge`` (the higher tier
+    of a record merged into the customer taken over). Append-only, like the ledger."""
 
     __tablename__ = "loyalty_tier_changes"
     customer_id: Mapped[uuid.UUID] = mapped_column(Uuid)
