@@ -484,8 +484,10 @@ def test_nothing_new_is_recorded_on_a_merged_customer(client, desk, make_custome
     login(client, desk.manager.email)
     before = desk.read(lambda s: s.scalar(select(func.count()).select_from(LedgerEntry)))
     message = "This customer was merged into another one: record this on the surviving customer."
-    for url in (desk.card, desk.page, f"/customers/{desk.guest.id}"):
+    for url, survivor_url in ((desk.card, f"/frontdesk/{survivor.id}"), (desk.page, f"/customers/{survivor.id}/loyalty"),
+                              (f"/customers/{desk.guest.id}", f"/customers/{survivor.id}")):
         page = client.get(url).text
+        assert "This customer was merged into another one." in page and f'href="{survivor_url}"' in page, url
         for action in ("/transactions/new", "/loyalty/redeem", "/loyalty/adjust"):
             assert f'href="/customers/{desk.guest.id}{action}' not in page, (url, action)
     kind = desk.read(lambda s: s.scalar(select(TransactionKind.id).where(TransactionKind.code == "stay")))

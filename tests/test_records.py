@@ -4,6 +4,7 @@ each of these routes."""
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import uuid
 from decimal import Decimal
@@ -122,6 +123,33 @@ def test_merge_through_the_pages_moves_everything_and_fills_empty_fields(client,
     assert merge_entry.details["keys_moved"] == ["card_number", "external_ref"]
     merged_into, = _audit(s, "merged_into")
     assert merged_into.object_id == duplicate.id
+
+
+MERGED_REFUSAL = "This customer was merged into another one: record this on the surviving customer."
+
+
+@pytest.mark.parametrize("path,data,kept", [
+    ("decision-makers/new", {"name": "Li Na", "role": "Buyer", "phone": "13900001111"}, 'value="Li Na"'),
+    ("preferences/new", {"category": "room", "key": "pillow", "value": "soft", "location_id": ""}, 'value="soft"'),
+    ("contact-log/new", {"channel": "call", "occurred_at": "", "outcome": "Asked for Mr. Wang", "next_step": "",
+                         "location_id": ""}, "Asked for Mr. Wang"),
+], ids=["decision-maker", "preference", "contact-log"])
+def test_nothing_new_is_recorded_on_a_merged_customer(client, pair, check, write_session, path, data, kept):
+    """What is added after the merge belongs on the survivor: on the duplicate it would sit
+    on a record searches no longer show. Refused, what was typed kept, nothing written."""
+    tenant, owner, survivor, duplicate = pair
+    s = write_session(tenant)
+    records.merge_customers(s, survivor.id, duplicate.id, owner.id)
+    s.commit()
+    login(client, owner.email)
+    page = client.get(f"/customers/{duplicate.id}").text
+    assert f'action="/customers/{duplicate.id}/{path}' not in page and f'href="/customers/{duplicate.id}/{path}' \
+        not in page
+    before = [_count(check(tenant), model) for model in (Preference, ContactLog, CustomerContact)]
+    r = client.post(f"/customers/{duplicate.id}/{path}", data=data)
+    assert r.status_code == 422 and html.escape(MERGED_REFUSAL, quote=False) in r.text
+    assert kept in r.text
+    assert [_count(check(tenant), model) for model in (Preference, ContactLog, CustomerContact)] == before
 
 
 def test_merged_and_erased_customers_leave_searches(client, pair, write_session, check):

@@ -883,6 +883,7 @@ def add_decision_maker(s: Session, customer: Customer, data: dict, region: str |
     customer. Raises ValidationFailed per field, or for an erased customer
     (``refuse_if_erased``); nothing is written then."""
     refuse_if_erased(customer)
+    refuse_if_merged(customer)
     contact = CustomerContact(customer_id=customer.id, **_clean_decision_maker(s, data, region))
     s.add(contact)
     s.flush()
@@ -965,6 +966,7 @@ def add_preference(s: Session, customer: Customer, data: dict, recorded_by_id: u
     Raises ValidationFailed per field, or for an erased customer (``refuse_if_erased``);
     nothing is written then."""
     refuse_if_erased(customer)
+    refuse_if_merged(customer)
     errors: dict[str, list] = {}
     category = _check_choice(errors, data, "category", PREFERENCE_CATEGORIES)
     key = _plain(errors, data, "key", 60, required=True)
@@ -1056,6 +1058,7 @@ def log_contact(s: Session, customer: Customer, data: dict, staff_user_id: uuid.
     step, optional location. Raises ValidationFailed per field, or for an erased customer
     (``refuse_if_erased``); nothing is written then."""
     refuse_if_erased(customer)
+    refuse_if_merged(customer)
     entry = ContactLog(customer_id=customer.id, staff_user_id=staff_user_id,
                        **_clean_contact_log(s, data, now, tz_name, default_time=now))
     s.add(entry)
