@@ -286,6 +286,9 @@ def test_transaction_with_the_default_kind(app, client, hotel):
     ({"amount": "lots"}, "amount"),
     ({"amount": -5}, "amount"),
     ({"amount": True}, "amount"),
+    ({"amount": 10**30}, "amount"),  # more digits than a Decimal quantizes: once a 500
+    ({"amount": 1e26}, "amount"),
+    ({"amount": "99999999999.00"}, "amount"),
     ({"quantity": 0}, "quantity"),
     ({"occurred_on": "31/03/2026"}, "occurred_on"),
     ({"occurred_on": "2026-02-30"}, "occurred_on"),

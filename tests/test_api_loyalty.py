@@ -406,6 +406,54 @@ def test_a_void_after_a_merge_answers_the_surviving_customer(app, client, hotel)
     books_exact(app, tenant)
 
 
+def test_a_redemption_key_used_again_after_it_expired_is_a_new_redemption(app, client, hotel):
+    """The API forgets a key after 30 days (expire-idempotency-keys); used again then with
+    another body it is a new request: redeemed for the new body, not answered with the old
+    entry while nothing is redeemed."""
+    tenant, _owner, key = hotel
+    create(client, key, ref="PMS-2")
+    award(client, key, "5000")
+    award(client, key, "5000", customer_ref="PMS-2")
+    assert redeem(client, key, idem="K", points=150).status_code == 201
+    out = app.test_cli_runner().invoke(args=["jobs", "tick", "--as-of", (TODAY + dt.timedelta(days=31)).isoformat()])
+    assert "expired idempotency keys deleted" in out.output
+    r = redeem(client, key, idem="K", customer_ref="PMS-2", points=200)
+    assert r.status_code == 201 and r.get_json()["points"] == 200 and r.get_json()["customer_ref"] == "PMS-2"
+    assert (balance_of(app, tenant, "PMS-1"), balance_of(app, tenant, "PMS-2")) == (350, 300)
+    books_exact(app, tenant)
+
+
+@pytest.mark.parametrize("action", ["reverse", "void"])
+def test_a_missing_key_is_answered_before_the_body_is_read_but_after_not_found(app, client, hotel, action):
+    tenant, _owner, key = hotel
+    tx = award(client, key, "5000")
+    url = f"/api/v1/transactions/{tx['id']}/reverse"
+    if action == "void":
+        url = f"/api/v1/redemptions/{redeem(client, key, points=150).get_json()['id']}/void"
+    for sent in ({"data": "{", "content_type": "application/json"}, {"json": {"x": 1}}, {}):
+        assert_error(client.post(url, headers=auth(key), **sent), 400, "idempotency_key_required")
+    missing = url.replace(tx["id"], str(uuid.uuid4())) if action == "reverse" else \
+        f"/api/v1/redemptions/{uuid.uuid4()}/void"
+    assert_error(client.post(missing, json={}, headers=auth(key)), 404, "not_found")
+    assert count(app, tenant, LedgerEntry, LedgerEntry.kind.in_(["reverse", "void"])) == 0
+
+
+def test_a_reward_short_of_points_names_the_reward_code(app, client, hotel):
+    tenant, _owner, key = hotel
+    add_reward(app, tenant, points_cost=5000)
+    err = assert_error(redeem(client, key, reward_code="spa"), 422, "insufficient_points")
+    assert list(err["details"]) == ["reward_code"]
+
+
+def test_the_document_names_every_status_the_endpoints_answer(client):
+    paths = client.get("/api/v1/openapi.json").get_json()["paths"]
+    for path in ("/api/v1/transactions", "/api/v1/redemptions", "/api/v1/transactions/{transaction_id}/reverse",
+                 "/api/v1/redemptions/{redemption_id}/void"):
+        assert {"400", "409", "422"} <= set(paths[path]["post"]["responses"]), path
+    for path in ("/api/v1/customers/{ref}/loyalty", "/api/v1/customers/{ref}/transactions"):
+        assert "422" in paths[path]["get"]["responses"], path
+
+
 def test_void_refusals(app, client, hotel, make_tenant, api_key):
     tenant, _owner, key = hotel
     tx = award(client, key, "3000")
@@ -516,12 +564,26 @@ def test_customer_loyalty_for_spend_and_a_customer_without_points(app, client, h
 
 
 @pytest.mark.parametrize("as_of", ["2026-13-01", "yesterday", "0001-01-01", "9999-12-31", "2026-1-1",
-                                   "２０２６-01-01", "2026-02-30"])
+                                   "２０２６-01-01", "2026-02-30", "2026-W01-1", "20261231",
+                                   (TODAY - dt.timedelta(days=1)).isoformat()])
 def test_a_bad_as_of_is_422(client, hotel, as_of):
     _tenant, _owner, key = hotel
     err = assert_error(client.get("/api/v1/customers/PMS-1/loyalty", query_string={"as_of": as_of},
                                   headers=auth(key)), 422, "validation_failed")
     assert list(err["details"]) == ["as_of"]
+
+
+def test_a_past_as_of_is_422_with_what_to_send_instead(client, hotel):
+    """The figures look ahead from the books as they stand: a past day is not reconstructed
+    (it would answer today's balance and a tier since a later day)."""
+    _tenant, _owner, key = hotel
+    award(client, key, "12000")
+    r = client.get("/api/v1/customers/PMS-1/loyalty", query_string={"as_of": "2020-01-01"}, headers=auth(key))
+    err = assert_error(r, 422, "validation_failed")
+    assert err["details"]["as_of"] == [f"Enter today ({TODAY.isoformat()}) or a later day: the figures look ahead "
+                                       "from the points as they stand now. The member statement shows a past period."]
+    assert client.get("/api/v1/customers/PMS-1/loyalty", query_string={"as_of": TODAY.isoformat()},
+                      headers=auth(key)).status_code == 200
 
 
 def test_customer_loyalty_of_an_unknown_or_foreign_customer_is_404(client, hotel, make_tenant, api_key):

@@ -276,6 +276,11 @@ def check_keys_first(bp: Blueprint) -> None:
     @bp.before_request
     def _require_idempotency_key():
         view = current_app.view_functions.get(request.endpoint)
+        load = getattr(view, "huitou_idempotent_load", None)
+        if load is not None:
+            # An endpoint whose address names an object: not found (404) comes first, with
+            # or without a key; the view gets what was loaded (``g.idempotent_object``).
+            g.idempotent_object = load(db.session(), **(request.view_args or {}))
         if getattr(view, "huitou_idempotent", False):
             idempotency_key()
 

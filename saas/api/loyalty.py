@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import re
 
 from flask import g, request
 from flask_babel import gettext as _
@@ -55,6 +56,7 @@ from saas.web import API, access, json_error
 # Ledger field -> body field.
 _BODY_FIELDS = {"reward": "reward_code"}
 EARLIEST, LATEST = dt.date(1900, 1, 1), dt.date(9000, 12, 31)
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
 # --- schemas ---------------------------------------------------------------------------
@@ -241,9 +243,13 @@ def _today():
 def _refused(exc: ValidationFailed):
     """A refusal of the ledger as the API answers it: the code, the sentence that says
     what is wrong as the message, the details per body field."""
+    names = dict(_BODY_FIELDS)
+    sent = request.get_json(silent=True)
+    if isinstance(sent, dict) and "reward_code" in sent and "points" not in sent:
+        names["points"] = "reward_code"  # the reward's cost is short: the body has no points field
     details: dict[str, list] = {}
     for field, messages in exc.errors.items():
-        details.setdefault(_BODY_FIELDS.get(field, field), []).extend(str(m) for m in messages)
+        details.setdefault(names.get(field, field), []).extend(str(m) for m in messages)
     if exc.code == "validation_failed":
         return ValidationFailed(details)
     first = next((m for msgs in details.values() for m in msgs), None)
@@ -291,7 +297,7 @@ def _idempotent_on(load):
         @functools.wraps(view)
         def wrapper(body, **kwargs):
             s = db.session()
-            obj = load(s, **kwargs)
+            obj = g.get("idempotent_object") or load(s, **kwargs)  # check_keys_first loaded it
             key = idempotency_key()
             digest = request_hash(body)
 
@@ -304,6 +310,8 @@ def _idempotent_on(load):
             return respond_once(s, key, digest, produce)
 
         wrapper.huitou_reads_first = True
+        wrapper.huitou_idempotent = True  # the key before the body (check_keys_first) ...
+        wrapper.huitou_idempotent_load = load  # ... and after the object is found
         return wrapper
 
     return deco
@@ -432,8 +440,15 @@ def create_redemption(body):
     as_of = _today()
     entry = _call(ledger.redeem, s, services.programme_of(s), customer, as_of,
                   points=body.get("points"), reward=reward, staff_user_id=staff, note=body.get("note", ""),
-                  location_code=location_code, idempotency_key=f"api:redeem:{idempotency_key()}")
+                  location_code=location_code, idempotency_key=_ledger_key("redeem"))
     return redemption_json(s, entry, customer.external_ref, reward.code if reward else None, as_of), 201
+
+
+def _ledger_key(action: str) -> str:
+    """The ledger entry's own key for this request: the Idempotency-Key with its body's
+    digest, so that a key used again after its record expired (``expire-idempotency-keys``)
+    with another body is a new request, not an answer with the old entry."""
+    return f"api:{action}:{idempotency_key()}:{g.idempotency.digest[:16]}"
 
 
 def _load_redemption(s: Session, redemption_id) -> LedgerEntry:
@@ -466,15 +481,22 @@ def void_redemption(body, obj: LedgerEntry, redemption_id):
 # --- a customer's loyalty ----------------------------------------------------------------------
 
 def _as_of_arg() -> dt.date:
+    """Today, or the later day asked for: the figures look ahead from the books as they
+    stand (reviews and expiry due by then); a past day's are not reconstructed."""
     raw = request.args.get("as_of", "").strip()
+    today = _today()
     if not raw:
-        return _today()
-    try:
-        day = dt.date.fromisoformat(raw) if len(raw) == 10 else None
+        return today
+    try:  # YYYY-MM-DD only (fromisoformat also reads week dates such as 2026-W01-1)
+        day = dt.date.fromisoformat(raw) if _DATE_RE.fullmatch(raw) else None
     except ValueError:
         day = None
     if day is None or not EARLIEST <= day <= LATEST:
         raise ValidationFailed.one("as_of", _l("Enter a date such as 2026-03-31."))
+    if day < today:
+        raise ValidationFailed.one("as_of", _l("Enter today (%(today)s) or a later day: the figures look ahead "
+                                               "from the points as they stand now. The member statement shows "
+                                               "a past period.", today=today.isoformat()))
     return day
 
 
@@ -487,13 +509,14 @@ def _measure_json(value, measure: str):
 @api_route("/customers/<ref>/loyalty", ["GET"], "A customer's points, tier and what comes next",
            response_schema=LOYALTY, endpoint="get_customer_loyalty", tags=["loyalty"],
            params={**REF_PARAM,
-                   "as_of": {"description": "The day to answer for, YYYY-MM-DD (default: today in the tenant's "
-                                            "time zone). Tier reviews due by then are applied (read-only).",
+                   "as_of": {"description": "The day to answer for, YYYY-MM-DD: today in the tenant's time "
+                                            "zone (the default) or later. Tier reviews and expiry due by then "
+                                            "are applied (read-only); a past day is 422.",
                              "schema": {"type": "string", "format": "date"}}},
            description="Balance, redeemable and pending points, debt after refunds, the tier with its "
                        "benefits, the qualifying value in the evaluation window, how much more reaches the "
                        "next tier and keeps the current one (and by when), and the points expiring in the "
-                       "next 90 days. A malformed as_of is 422.")
+                       "next 90 days. A malformed as_of, or one before today, is 422.")
 @access(API)
 def get_customer_loyalty(ref):
     s = db.session()

@@ -77,11 +77,12 @@ ERROR_SCHEMA = {
 
 # (status, component name, description) of the error answers the document lists.
 ERROR_RESPONSES = {
-    400: ("BadRequest", "The body is not valid JSON."),
+    400: ("BadRequest", "The body is not valid JSON, or the Idempotency-Key header is missing or malformed."),
     401: ("Unauthorized", "No API key, or one that is unknown or revoked."),
     404: ("NotFound", "No such object in this tenant, or no such address."),
+    409: ("Conflict", "The Idempotency-Key was used before with another request (idempotency_key_reused)."),
     415: ("UnsupportedMediaType", "The body is not sent as application/json."),
-    422: ("ValidationFailed", "The body has invalid values; details name each field."),
+    422: ("ValidationFailed", "The body or a query parameter has invalid values; details name each field."),
     429: ("RateLimited", "Too many requests; wait and retry."),
 }
 
@@ -405,7 +406,11 @@ class ApiSpec:
             errors.append(404)
         if op.request_schema is not None:
             errors += [400, 415, 422]
-        for status in sorted(errors):
+        if any(extra.get("in") == "header" and name.lower() == "idempotency-key" for name, extra in op.params.items()):
+            errors += [400, 409]
+        if any(extra.get("in", "query") == "query" for name, extra in op.params.items() if name not in path_args):
+            errors.append(422)
+        for status in sorted(set(errors)):
             responses[str(status)] = {"$ref": "#/components/responses/" + ERROR_RESPONSES[status][0]}
         responses["default"] = {"$ref": "#/components/responses/Error"}
         out["responses"] = responses

@@ -1172,6 +1172,8 @@ def parse_amount(raw) -> Decimal:
         amount = Decimal(text)
     except InvalidOperation:  # pragma: no cover - the pattern above admits only numbers
         raise ValidationFailed.one("amount", _l("Enter an amount such as 120 or 120.50.")) from None
+    if amount.adjusted() > AMOUNT_MAX_DIGITS - 3:  # more than the 12 digits with 2 decimals (1e30 would not quantize)
+        raise ValidationFailed.one("amount", _l("Use at most %(n)s digits.", n=AMOUNT_MAX_DIGITS))
     if amount != amount.quantize(Decimal("0.01")):
         raise ValidationFailed.one("amount", _l("Use at most 2 decimal places."))
     amount = amount.quantize(Decimal("0.01"))
