@@ -526,6 +526,24 @@ def test_staff_record_who_referred_a_customer(client, hotel_staff, make_customer
     assert s.scalar(select(func.count()).select_from(Referral)) == 1
 
 
+def test_a_customer_with_transactions_is_not_recorded_as_referred(client, hotel_staff, make_customer,
+                                                                  write_session, tenant_session):
+    tenant, _owner, _manager, staff = hotel_staff
+    regular = make_customer(tenant, name="老客人")
+    friend = make_customer(tenant, name="老朋友", card_number="CARD-77")
+    s = write_session(tenant)
+    kind = s.scalar(select(TransactionKind).where(TransactionKind.is_default.is_(True)))
+    s.add(Transaction(customer_id=regular.id, kind_id=kind.id, occurred_on=dt.date(2026, 3, 1), amount=Decimal("100")))
+    s.commit()
+    _as(client, staff)
+    page = client.get(f"/customers/{regular.id}").text
+    hint = "A referral is recorded for a new customer, before the first transaction that gives its rewards"
+    assert hint in page and f'action="/customers/{regular.id}/loyalty/referrer"' not in page
+    r = client.post(f"/customers/{regular.id}/loyalty/referrer", data={"referrer_id": str(friend.id)})
+    assert r.status_code == 422 and hint in r.text
+    assert _count(tenant_session, tenant, Referral) == 0
+
+
 def test_search_by_phone_finds_the_referrer(client, hotel_staff, make_customer):
     tenant, _owner, _manager, staff = hotel_staff
     newcomer = make_customer(tenant, name="新客人")

@@ -141,6 +141,86 @@ def test_referral_rewards_both_on_the_first_transaction_only(books, make_custome
         services.set_referrer(s, c, c, None)
 
 
+def test_a_referrer_whose_reward_reaches_a_threshold_is_upgraded_at_once(books):
+    s, c, kind, _ = books
+    friend = Customer(name="李娜")
+    s.add(friend)
+    s.flush()
+    services.set_referrer(s, friend, c, None)
+    p = programme(referral={"referrer_points": 500, "referred_points": 0})
+    earn(s, p, c, kind, "6000")      # the referrer: 600 earned, member
+    earn(s, p, friend, kind, "100")  # +500 for the referral: 1,100, silver
+    assert ledger.account(s, c.id).tier_code == "silver"
+    assert services.summary(s, p, c.id, DAY).tier.code == "silver"
+
+
+def test_a_referral_is_recorded_only_for_a_customer_without_transactions(books):
+    """The rewards come with the referred customer's first transaction: recorded later,
+    they would come with any later one (a long-standing customer "referred" at will)."""
+    s, c, kind, _ = books
+    friend = Customer(name="李娜")
+    s.add(friend)
+    s.flush()
+    p = programme(referral={"referrer_points": 500, "referred_points": 200})
+    earn(s, p, friend, kind, "100")
+    with pytest.raises(ValidationFailed) as refused:
+        services.set_referrer(s, friend, c, None)
+    assert "already has transactions" in str(refused.value.errors["referrer"][0])
+    assert earn(s, p, friend, kind, "100")[1].points == 10 and ledger.account(s, c.id) is None
+
+
+def test_the_reward_of_a_referrer_merged_since_goes_to_the_survivor(books):
+    s, c, kind, owner = books
+    dup, friend = Customer(name="王伟 (dup)"), Customer(name="李娜")
+    s.add_all([dup, friend])
+    s.flush()
+    services.set_referrer(s, friend, dup, None)
+    s.commit()
+    _merge(s, c, dup, owner)
+    earn(s, programme(referral={"referrer_points": 500}), friend, kind, "100")
+    s.commit()
+    assert services.ledger_balance(s, dup.id) == 0
+    assert services.ledger_balance(s, c.id) == 500
+
+
+@pytest.mark.parametrize("measure,threshold", [("spend", 10000), ("visits", 2)])
+def test_a_transaction_earns_at_the_tier_held_before_it_new_account_or_not(books, measure, threshold):
+    """The purchase that reaches Gold earns at the tier before it, for a first transaction
+    as for any other; the upgrade comes after."""
+    s, c, kind, _ = books
+    tiers = [dict(t) for t in TIERS]
+    tiers[1].update(threshold=threshold // 2, retention_threshold=threshold // 2)
+    tiers[2].update(threshold=threshold, retention_threshold=threshold)
+    p = programme(tier_measure=measure, tiers=tiers)
+    other = Customer(name="other")
+    s.add(other)
+    s.flush()
+    amount = "60000" if measure == "spend" else "1000"
+    if measure == "spend":
+        earn(s, p, other, kind, "1")  # already a member
+        _, existing = earn(s, p, other, kind, amount)
+        _, new = earn(s, p, c, kind, amount)  # first transaction ever
+        assert existing.tier_code == new.tier_code == "gold"
+        assert new.points == existing.points == 6000
+    else:
+        _, first = earn(s, p, c, kind, amount)  # one visit: silver, earned at member
+        assert (first.points, first.tier_code) == (100, "silver")
+        _, second = earn(s, p, c, kind, amount)  # two visits: gold, earned at silver
+        assert (second.points, second.tier_code) == (110, "gold")
+
+
+def test_the_anniversary_review_of_a_tier_won_on_29_february_comes_back_to_the_29th():
+    p = programme()
+    since, day, reviews = dt.date(2024, 2, 29), dt.date(2024, 2, 29), []
+    for _ in range(4):
+        day = p.next_review(since, after=day)
+        reviews.append(day)
+    assert reviews == [dt.date(2025, 2, 28), dt.date(2026, 2, 28), dt.date(2027, 2, 28), dt.date(2028, 2, 29)]
+    assert p.next_review(since) == dt.date(2025, 2, 28)
+    january = programme(tier_review="january")
+    assert january.next_review(since, after=dt.date(2025, 1, 1)) == dt.date(2026, 1, 1)
+
+
 # --- redemption, void, refund -------------------------------------------------------------------------
 
 def test_redemption_consumes_soonest_expiring_lots_and_void_restores_exactly_them(books):
@@ -639,6 +719,24 @@ def test_a_redemption_of_the_duplicate_voided_after_the_merge_gives_the_points_t
     assert (ledger.account(s, c.id).balance, ledger.account(s, dup.id).balance) == (50, 0)
     for cid in (c.id, dup.id):
         check_books(s, cid)
+
+
+@pytest.mark.parametrize("job_first", [True, False], ids=["expiry-job-first", "refund-first"])
+def test_a_refund_after_its_points_expired_takes_back_only_what_is_left_whenever_the_job_ran(books, job_first):
+    s, c, kind, _ = books
+    p = programme(expiry_months=12)
+    tx, _ = earn(s, p, c, kind, "1000", on=dt.date(2025, 3, 10), as_of=dt.date(2025, 3, 10))  # 100, gone 2026-03-10
+    earn(s, p, c, kind, "500", on=dt.date(2026, 3, 1), as_of=dt.date(2026, 3, 1))            # 50, its own
+    if job_first:
+        assert ledger.expire_due(s, DAY) == 100
+    ledger.reverse_transaction(s, p, tx, None, "refund", DAY)
+    ledger.expire_due(s, DAY)
+    s.commit()
+    assert ledger.account(s, c.id).balance == 50
+    rev = s.scalar(select(LedgerEntry).where(LedgerEntry.kind == "reverse"))
+    assert (rev.points, rev.detail) == ((0, {"expired": 100}) if job_first else (-100, {}))
+    assert ledger.qualifying_value(s, p, c.id, dt.date(2025, 3, 11), DAY) == 50
+    check_books(s, c.id)
 
 
 def test_a_void_after_expiry_gives_points_back_to_an_expired_lot_which_expires_again(books):

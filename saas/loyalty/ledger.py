@@ -248,7 +248,7 @@ def tier_state(programme: Programme, code: str, since: dt.date | None, review_on
             new = max(state.index - 1, programme.qualified_index(value))
             if new < state.index:
                 state.index, state.since = new, day
-        state.review_on = programme.next_review(day)
+        state.review_on = programme.next_review(state.since, after=day)
         if state.index < 0:
             state.since = state.review_on = None
         state.changes.append(("review", day, before, state.now()))  # kept or lowered
@@ -263,10 +263,13 @@ def tier_state(programme: Programme, code: str, since: dt.date | None, review_on
 
 
 def _tier_state(s: Session, programme: Programme, customer_id: uuid.UUID, acc: LoyaltyAccount | None,
-                as_of: dt.date) -> TierState:
+                as_of: dt.date, leave_out: Transaction | None = None) -> TierState:
     def value(end):
         start, _ = programme.window(end)
-        return qualifying_value(s, programme, customer_id, start, end)
+        v = qualifying_value(s, programme, customer_id, start, end)
+        if leave_out is not None and leave_out.reversed_on is None and start <= leave_out.occurred_on <= end:
+            v -= {"spend": leave_out.amount, "visits": 1}.get(programme.tier_measure, 0)
+        return v
     if acc is None:
         return tier_state(programme, "", None, None, value, as_of)
     return tier_state(programme, acc.tier_code, acc.tier_since, acc.tier_review_on, value, as_of)
@@ -285,10 +288,11 @@ def _record_change(s: Session, programme: Programme, customer_id: uuid.UUID, kin
     return change
 
 
-def refresh_tier(s: Session, programme: Programme, acc: LoyaltyAccount, as_of: dt.date) -> bool:
+def refresh_tier(s: Session, programme: Programme, acc: LoyaltyAccount, as_of: dt.date,
+                 leave_out: Transaction | None = None) -> bool:
     """Store the tier as of ``as_of`` on the (locked) account, and each change on the way
-    (``TierChange``); True when it changed."""
-    state = _tier_state(s, programme, acc.customer_id, acc, as_of)
+    (``TierChange``); True when it changed. ``leave_out``: a transaction not to count yet."""
+    state = _tier_state(s, programme, acc.customer_id, acc, as_of, leave_out)
     code = _code(programme, state.index)
     changed = (code, state.since, state.review_on) != (acc.tier_code, acc.tier_since, acc.tier_review_on)
     if changed:
@@ -371,7 +375,9 @@ def award_for_transaction(s: Session, programme: Programme, tx: Transaction, cus
     read it before it took the write lock; whether its rewards were given is read here."""
     acc = lock_account(s, customer.id)
     if not acc.tier_code or (acc.tier_review_on is not None and acc.tier_review_on <= as_of):
-        refresh_tier(s, programme, acc, as_of)  # a review is due: the tier multiplier may change
+        # A review is due (or the account is new): the tier multiplier may change. The tier
+        # it earns at is the one before this transaction (which spend and visits count).
+        refresh_tier(s, programme, acc, as_of, leave_out=tx)
     entries = []
     earning = programme.earn(tx.amount, tx.quantity, kind_code, tx.occurred_on, location_code, department_code,
                              acc.tier_code)
@@ -392,17 +398,28 @@ def award_for_transaction(s: Session, programme: Programme, tx: Transaction, cus
         if ref is not None and all(_existing(s, k) is None for k in keys):
             credit(acc, programme.referred_points, keys[0], "referral", {})
             if programme.referrer_points:
-                credit(lock_account(s, ref.referrer_id), programme.referrer_points, keys[1], "referral",
-                       {"referred": str(customer.id)})
+                # A referrer merged since is their survivor, who holds their points now.
+                referrer = lock_account(s, survivor_of(s, ref.referrer_id))
+                credit(referrer, programme.referrer_points, keys[1], "referral", {"referred": str(customer.id)})
     s.flush()
     counts = bool(entries) or programme.tier_measure != "points_earned"
     if counts and programme.tier_index(acc.tier_code) < len(programme.tiers) - 1:
         refresh_tier(s, programme, acc, as_of)  # upgrade as soon as a threshold is met
+    for e in entries:
+        if e.customer_id != customer.id and programme.tier_measure == "points_earned":
+            refresh_tier(s, programme, account(s, e.customer_id), as_of)  # the referrer's reward counts too
     return Award(sum(e.points for e in entries if e.customer_id == customer.id), entries, acc.balance,
                  acc.tier_code)
 
 
 # --- reversing a transaction ----------------------------------------------------------------
+
+def _expired_from(s: Session, lot_ids: set) -> int:
+    """The points the expiry job took from these lots."""
+    return int(s.scalar(select(func.coalesce(func.sum(LotAllocation.points), 0))
+                        .join(LedgerEntry, LedgerEntry.id == LotAllocation.entry_id)
+                        .where(LotAllocation.lot_id.in_(lot_ids), LedgerEntry.kind == "expire")))
+
 
 def holder_of(s: Session, lot: LedgerEntry) -> tuple[uuid.UUID, uuid.UUID | None]:
     """Whose account holds the points of ``lot`` now, and as which lot: a merge moves what
@@ -444,10 +461,15 @@ def reverse_transaction(s: Session, programme: Programme, tx: Transaction, staff
         acc = lock_account(s, customer_id)
         pool = lots(s, customer_id)
         for e in (e for e in earned if held[e.id][0] == customer_id):
-            rev = _post(s, acc, "reverse", -e.points, as_of, transaction_id=tx.id, reverses_id=e.id,
-                        staff_user_id=staff_user_id, reason=reason, idempotency_key=f"reverse:{e.id}")
+            # What expired of its lot has left the books already (the expiry job may run
+            # before or after the refund: the same books either way).
+            expired = _expired_from(s, {e.id, held[e.id][1]} - {None})
+            points = e.points - expired
+            rev = _post(s, acc, "reverse", -points, as_of, transaction_id=tx.id, reverses_id=e.id,
+                        staff_user_id=staff_user_id, reason=reason, idempotency_key=f"reverse:{e.id}",
+                        detail={"expired": expired} if expired else {})
             own = [lot for lot in pool if lot.entry.id == held[e.id][1]]
-            left = _take(s, acc, rev, e.points, own, dt.date.min)  # its own lot, expired or not
+            left = _take(s, acc, rev, points, own, dt.date.min)  # its own lot, expired or not
             _take(s, acc, rev, left, pool, as_of)
             out.append(rev)
     tx.reversed_on = as_of

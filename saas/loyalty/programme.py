@@ -231,11 +231,17 @@ class Programme:
                 index = i
         return index
 
-    def next_review(self, since: dt.date) -> dt.date:
-        """When a tier held since ``since`` is next reviewed."""
+    def next_review(self, since: dt.date, after: dt.date | None = None) -> dt.date:
+        """When a tier held since ``since`` is next reviewed (after the review of ``after``,
+        when given): 1 January, or the anniversary of ``since`` itself, so that a tier won
+        on 29 February is reviewed on the 28th, and on the 29th in a leap year."""
+        day = after or since
         if self.tier_review == "january":
-            return dt.date(since.year + 1, 1, 1)
-        return add_months(since, 12)
+            return dt.date(day.year + 1, 1, 1)
+        years = max(1, day.year - since.year)
+        while add_months(since, 12 * years) <= day:
+            years += 1
+        return add_months(since, 12 * years)
 
     @property
     def goodwill_budget_points(self) -> int:

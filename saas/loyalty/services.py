@@ -16,6 +16,7 @@ from saas import clock, jobs
 from saas.auth.models import Membership, Role, Tenant, User
 from saas.customers.records import MERGE_HOOKS
 from saas.customers.models import Customer, Transaction
+from saas.customers.services import refuse_if_merged
 from saas.db import bound_tenant_id
 from saas.errors import NotFound, ValidationFailed
 from saas.loyalty import ledger
@@ -237,14 +238,28 @@ def earning_preview(programme: Programme, amount: Decimal, kind: str,
 # --- referrals ---------------------------------------------------------------------------
 
 def set_referrer(s: Session, customer: Customer, referrer: Customer, recorded_by_id: uuid.UUID | None) -> Referral:
+    """Record who referred ``customer``: once, and before the customer's first transaction,
+    which gives the referral rewards (a customer with business already is not a new one)."""
     if referrer.id == customer.id:
         raise ValidationFailed.one("referrer", _l("A customer cannot refer themselves."))
+    refuse_if_merged(customer)
+    refuse_if_merged(referrer)
     if s.scalar(select(Referral).where(Referral.customer_id == customer.id)) is not None:
         raise ValidationFailed.one("referrer", _l("This customer's referrer is already recorded."))
+    if has_transactions(s, customer.id):
+        raise ValidationFailed.one("referrer", NOT_NEW_MESSAGE)
     ref = Referral(customer_id=customer.id, referrer_id=referrer.id, recorded_by_id=recorded_by_id)
     s.add(ref)
     s.flush()
     return ref
+
+
+NOT_NEW_MESSAGE = _l("A referral is recorded for a new customer, before the first transaction that gives its "
+                     "rewards: this customer already has transactions.")
+
+
+def has_transactions(s: Session, customer_id: uuid.UUID) -> bool:
+    return s.scalar(select(Transaction.id).where(Transaction.customer_id == customer_id).limit(1)) is not None
 
 
 def referrer_of(s: Session, customer_id: uuid.UUID) -> Customer | None:
