@@ -118,6 +118,12 @@ def test_guest_card_shows_preferences_last_visit_and_birthday(client, guest, ten
     assert "Sep 30, 2025" in r.text and "Main hotel" in r.text and "CN¥1,280.50" in r.text
     assert "CN¥10.00" not in r.text
     assert "138 0013 8000" in r.text  # the owner sees the whole number
+    # A reversed (refunded or cancelled) visit did not happen: the one before is the last.
+    latest = s.scalar(select(Transaction).where(Transaction.amount == Decimal("1280.50")))
+    latest.reversed_on = dt.date(2025, 10, 1)
+    s.commit()
+    r = client.get(f"/frontdesk/{c.id}", headers={"HX-Request": "true"})
+    assert "May 1, 2025" in r.text and "CN¥10.00" in r.text and "CN¥1,280.50" not in r.text
 
 
 def test_buttons_return_to_the_card(client, guest, tenant_session):

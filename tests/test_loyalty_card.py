@@ -291,6 +291,9 @@ def test_refused_redemptions_answer_422_keep_the_input_and_write_nothing(client,
     assert 'value="typed note"' in r.text and key in r.text
     if data["points"]:
         assert f'value="{data["points"]}"' in r.text
+    if case == "below_minimum":  # about the points typed: said beside them
+        beside = r.text[r.text.index('id="points-errors"'):]
+        assert message in beside[:beside.index("</ul>")]
     assert [(e.id, e.points) for e in desk.entries()] == before
 
 
@@ -382,6 +385,9 @@ def test_adjust_within_and_over_the_role_limit(client, desk):
     login(client, desk.manager.email)
     r = _adjust(client, desk, points="300", reason="complaint settled")
     assert r.status_code == 303 and desk.balance() == 630
+    # ... up to the managers' limit, beyond which the owner is the one to ask.
+    r = _adjust(client, desk, points="6000", reason="too much")
+    assert r.status_code == 422 and "at most 5,000 points at a time; ask the owner." in r.text
     adj = desk.entries("adjust")
     assert [e.points for e in adj] == [150, -120, 300] and adj[-1].staff_user_id == desk.manager.id
 
@@ -573,6 +579,8 @@ def test_loyalty_page_lists_the_history_with_balances(client, desk):
     assert ">180<" in rows and ">300<" in rows  # the balance after each entry
     assert "Stay of Mar 7, 2026, CN¥3,000.00" in rows
     assert "Redeem" in r.text and "Adjust" in r.text
+    assert f'href="/customers/{desk.guest.id}/loyalty/statement"' in r.text  # the statement, from here too
+    assert client.get(f"/customers/{desk.guest.id}/loyalty/statement").status_code == 200
     assert s_count(desk) == 2
 
 

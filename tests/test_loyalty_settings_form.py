@@ -192,9 +192,12 @@ def _remove_all(v):
 # Each message is shown beside the field it is about (``at``: the id of that field; None:
 # above the form); a tier's problem on the tier's own row, without "Tier 2" (the row says it).
 @pytest.mark.parametrize("change, message, field, at", [
-    # Silver given gold's threshold: saved lowest first, gold comes second and is refused.
+    # Silver given gold's threshold: gold, after it, is refused.
     ({"tiers-1-threshold": "5000", "tiers-1-retention_threshold": ""},
      "Another tier has the same threshold.", "tiers-1-threshold", "tiers-2-threshold"),
+    # Gold given less than silver (900 for 9000): refused on gold's row, not moved below silver.
+    ({"tiers-2-threshold": "900", "tiers-2-retention_threshold": "800"},
+     "Must be higher than the threshold of the tier before it.", "tiers-2-threshold", None),
     ({"tiers-1-retention_threshold": "1200"}, "Cannot exceed the threshold.", "tiers-1-retention_threshold", None),
     ({"pending_days": "-1"}, "Must be a whole number of at least 0.", "pending_days", None),
     ({"pending_days": "400"}, "Must be at most 366.", "pending_days", None),

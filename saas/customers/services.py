@@ -502,12 +502,14 @@ class TransactionHistory:
     reversed: int = 0
 
 
-def _transaction_rows(s: Session, customer: Customer, limit: int) -> list[TransactionRow]:
-    """The customer's latest transactions, newest first, with kind, location, department."""
-    txs = list(s.scalars(select(Transaction).where(Transaction.customer_id == customer.id)
-                         .order_by(Transaction.occurred_on.desc(), Transaction.created_at.desc(),
-                                   Transaction.id.desc())
-                         .limit(limit)))
+def _transaction_rows(s: Session, customer: Customer, limit: int, kept_only: bool = False) -> list[TransactionRow]:
+    """The customer's latest transactions (``kept_only``: not reversed), newest first, with
+    kind, location, department."""
+    q = select(Transaction).where(Transaction.customer_id == customer.id)
+    if kept_only:
+        q = q.where(Transaction.reversed_on.is_(None))
+    txs = list(s.scalars(q.order_by(Transaction.occurred_on.desc(), Transaction.created_at.desc(),
+                                    Transaction.id.desc()).limit(limit)))
     if not txs:
         return []
     kinds = {k.id: k for k in s.scalars(select(TransactionKind).where(
@@ -540,8 +542,9 @@ def transaction_totals(s: Session, customer: Customer) -> tuple[int, Decimal, in
 
 
 def last_visit(s: Session, customer: Customer) -> TransactionRow | None:
-    """The customer's latest transaction with its kind, location and department."""
-    rows = _transaction_rows(s, customer, 1)
+    """The customer's latest transaction with its kind, location and department (not one
+    reversed: a refunded or cancelled visit did not happen)."""
+    rows = _transaction_rows(s, customer, 1, kept_only=True)
     return rows[0] if rows else None
 
 

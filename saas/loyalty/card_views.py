@@ -40,7 +40,7 @@ REFUSALS = {"insufficient_points", "negative_balance", "below_minimum", "reward_
             "already_reversed", "over_limit", "over_budget"}
 
 KIND_LABELS = {"earn": _l("Earned"), "redeem": _l("Redeemed"), "expire": _l("Expired"), "adjust": _l("Adjustment"),
-               "reverse": _l("Refund: points taken back"), "void": _l("Redemption voided")}
+               "reverse": _l("Reversed: points taken back"), "void": _l("Redemption voided")}
 
 TIER_CHANGE_LABELS = {"upgrade": _l("Upgraded"), "review": _l("Lowered at the review"),
                       "kept": _l("Kept at the review"), "undo": _l("Upgrade taken back"),
@@ -137,11 +137,13 @@ def _back(customer):
 
 
 def _show_refusal(form, exc: ValidationFailed, move: tuple[str, ...] = ()) -> None:
-    """A refusal with a code goes above the form; field errors next to their fields
-    (``move``: fields to show above the form too, e.g. "points" when a reward was chosen)."""
+    """Field errors next to their fields, and so is a refusal about a field the dialog shows
+    (too few points typed); other refusals above the form (``move``: fields to show above
+    the form instead, e.g. "points" when a reward was chosen)."""
     for name, messages in exc.errors.items():
-        target = "" if exc.code in REFUSALS or name in move else name
-        add_errors(form, target, [str(m) for m in messages])
+        shown = bool(name) and name in form and form[name].type != "HiddenField"
+        beside = name not in move and (shown or exc.code not in REFUSALS)
+        add_errors(form, name if beside else "", [str(m) for m in messages])
 
 
 def _keyed_form_errors(form) -> None:

@@ -624,9 +624,11 @@ def adjust_limit(programme: Programme, role: Role) -> int | None:
 def limit_refusal(programme: Programme, role: Role, points: int):
     """Why ``role`` may not adjust by ``points`` at once (None: it may)."""
     limit = adjust_limit(programme, role)
-    if limit is not None and abs(points) > limit:
-        return _l("Your role may adjust at most %(n)s points at a time; ask a manager.", n=f"{limit:,}")
-    return None
+    if limit is None or abs(points) <= limit:
+        return None
+    if role.rank >= Role.manager.rank:
+        return _l("Your role may adjust at most %(n)s points at a time; ask the owner.", n=f"{limit:,}")
+    return _l("Your role may adjust at most %(n)s points at a time; ask a manager.", n=f"{limit:,}")
 
 
 def adjust(s: Session, programme: Programme, customer: Customer, as_of: dt.date, *, points, reason: str,

@@ -394,7 +394,8 @@ class _Reader:
             if threshold is not None:
                 if threshold <= last:
                     self.fail(_l("Tier thresholds must rise from one tier to the next."), (*at, "threshold"),
-                              _l("Another tier has the same threshold."))
+                              _l("Another tier has the same threshold.") if threshold == last else
+                              _l("Must be higher than the threshold of the tier before it."))
                 last = threshold
                 if retention > threshold:  # a refused retention threshold came back as the threshold
                     self.fail(_l("%(what)s: the retention threshold cannot exceed the threshold.", what=what),

@@ -233,14 +233,20 @@ class LoyaltyForm(FlaskForm):
         errors: list = []
         values = {name: _required(self[name], errors, _whole(self[name], errors)) for name in self.WHOLE}
         values.update({name: _required(self[name], errors, _decimal(self[name], errors)) for name in self.DECIMAL})
-        rows = [(row.form, row.form.tier_data(errors)) for row in self.tiers
+        n_saved = len(saved.get("tiers") or []) if isinstance(saved, dict) else 0
+        rows = [(i, row.form, row.form.tier_data(errors)) for i, row in enumerate(self.tiers)
                 if not row.form.remove.data and not row.form.is_blank()]
         self.unreadable = errors
         if errors:
             return None
-        # Saved lowest first whatever the order of the rows: a tier added in an empty row
-        # at the end (a base tier put back, say) takes its place by its threshold.
-        rows.sort(key=lambda r: r[1]["threshold"])
+        # The tiers shown keep their order: one given a threshold out of order is refused
+        # (not quietly moved, which would reprice the programme). A tier added in an empty
+        # row at the end (a base tier put back, say) takes its place by its threshold.
+        ordered = [(form, tier) for i, form, tier in rows if i < n_saved]
+        for _i, form, tier in sorted((r for r in rows if r[0] >= n_saved), key=lambda r: r[2]["threshold"]):
+            at = next((k for k, (_f, t) in enumerate(ordered) if t["threshold"] > tier["threshold"]), len(ordered))
+            ordered.insert(at, (form, tier))
+        rows = ordered
         self._saved_rows = [row for row, _tier in rows]
         tiers = [tier for _row, tier in rows]
         data = copy.deepcopy(saved) if isinstance(saved, dict) else {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
+from babel.numbers import get_currency_name
 from flask import Blueprint, abort, flash, g, make_response, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
@@ -238,7 +239,7 @@ def loyalty_form():
                     flash(_("%(section)s has been saved.", section=SECTION_TITLES["loyalty"]), "success")
                     return redirect(url_for("settings.edit_programme", section="loyalty"), 303)
     return render_template("settings/loyalty_form.html", form=form, title=SECTION_TITLES["loyalty"],
-                           currency=g.tenant.currency), _status(form)
+                           currency=get_currency_name(g.tenant.currency, locale=locale_code())), _status(form)
 
 
 # --- API keys --------------------------------------------------------------------------------
