@@ -468,6 +468,10 @@ def test_after_a_merge_the_survivor_reverses_the_duplicates_transaction_and_a_vo
     assert "Redemption voided: 120 points given back. Balance: 500 points." in page
     history = page[page.index('id="tier-history"'):]
     assert "Taken over from a merged record" in history and "— → <strong>Member</strong>" in history
+    points = page[page.index("loyalty-history"):page.index('id="tier-history"')]
+    assert "Merged from 王伟" in points and ">merge<" not in points
+    assert "Merged into 王伟 (主档)" in client.get(desk.page).text
+    assert "Merged from 王伟" in client.get(f"/customers/{survivor.id}/loyalty/statement").text
     reverse_url = f"/customers/{survivor.id}/transactions/{tx.id}/reverse"
     confirm = client.get(reverse_url).text
     points = confirm[confirm.index("Points it earned"):]

@@ -129,6 +129,8 @@ class HistoryRow:
     staff_name: str
     reward_name: str
     voided: bool
+    merged_from: str = ""  # points moved in from this (duplicate) record at a merge
+    merged_into: str = ""  # points moved out to this (surviving) record
 
 
 def history(s: Session, customer_id: uuid.UUID, start: dt.date | None = None, end: dt.date | None = None,
@@ -149,7 +151,12 @@ def history(s: Session, customer_id: uuid.UUID, start: dt.date | None = None, en
         select(Reward).where(Reward.id.in_({e.reward_id for e in entries if e.reward_id})))}
     voided = set(s.scalars(select(LedgerEntry.reverses_id).where(
         LedgerEntry.reverses_id.in_([e.id for e in entries]), LedgerEntry.kind.in_(("void", "reverse")))))
-    return [HistoryRow(e, staff.get(e.staff_user_id, ""), rewards.get(e.reward_id, ""), e.id in voided)
+    others = {(e.detail or {}).get(k) for e in entries for k in ("merged_from", "merged_into")} - {None, ""}
+    names = {str(c.id): c.name for c in s.scalars(select(Customer).where(
+        Customer.id.in_([uuid.UUID(i) for i in others])))} if others else {}
+    return [HistoryRow(e, staff.get(e.staff_user_id, ""), rewards.get(e.reward_id, ""), e.id in voided,
+                       names.get((e.detail or {}).get("merged_from"), ""),
+                       names.get((e.detail or {}).get("merged_into"), ""))
             for e in entries]
 
 
@@ -487,6 +494,8 @@ class CardHistoryRow:
     balance_after: int            # the balance once this entry (and every older one) counted
     transaction: Transaction | None
     kind: TransactionKind | None  # the transaction's kind
+    merged_from: str = ""
+    merged_into: str = ""
 
 
 def card_history(s: Session, customer_id: uuid.UUID, limit: int = 50, locale: str = "en") -> list[CardHistoryRow]:
@@ -498,7 +507,8 @@ def card_history(s: Session, customer_id: uuid.UUID, limit: int = 50, locale: st
     out = []
     for r in rows:
         tx, kind = txs.get(r.entry.transaction_id, (None, None))
-        out.append(CardHistoryRow(r.entry, r.staff_name, r.reward_name, r.voided, balance, tx, kind))
+        out.append(CardHistoryRow(r.entry, r.staff_name, r.reward_name, r.voided, balance, tx, kind,
+                                  r.merged_from, r.merged_into))
         balance -= r.entry.points
     return out
 
