@@ -103,6 +103,9 @@ def test_the_form_shows_the_hotel_preset(client, owner):
     for words in ("Points earned", "Number of stays or visits", "The calendar year so far", "Every 1 January",
                   "Never", "Remove", "Edit everything as text (TOML)"):
         assert words in r.text
+    # The saved programme's preview, as on the text page: a CN¥1,280 stay at each tier.
+    preview = r.text[r.text.index('id="loyalty-preview"'):]
+    assert re.search(r"A CN¥1,280\.00 stay earns [\d,]+ points at Member; Silver earns [\d,]+; Gold earns", preview)
 
 
 def test_a_change_is_saved_and_the_other_keys_stay(client, owner, tenant_session):

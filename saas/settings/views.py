@@ -238,8 +238,11 @@ def loyalty_form():
                 else:
                     flash(_("%(section)s has been saved.", section=SECTION_TITLES["loyalty"]), "success")
                     return redirect(url_for("settings.edit_programme", section="loyalty"), 303)
+    # The saved programme's preview beside the form (what a save would change: see it after saving).
+    preview = _loyalty_preview(request.args if request.method == "GET" else {})
     return render_template("settings/loyalty_form.html", form=form, title=SECTION_TITLES["loyalty"],
-                           currency=get_currency_name(g.tenant.currency, locale=locale_code())), _status(form)
+                           currency=get_currency_name(g.tenant.currency, locale=locale_code()),
+                           **preview), _status(form)
 
 
 # --- API keys --------------------------------------------------------------------------------
