@@ -35,9 +35,11 @@ from saas.web import access, preselected_location, remember_tablet_location
 
 HISTORY_ROWS = 50
 TIER_HISTORY_ROWS = 20
-# Refusals the ledger names with a code: said above the form, whatever field they concern.
+# Refusals the ledger names with a code: said above the form, whatever field they concern,
+# but for those about the points typed, said beside them (unless a reward was chosen).
 REFUSALS = {"insufficient_points", "negative_balance", "below_minimum", "reward_unavailable", "already_voided",
             "already_reversed", "over_limit", "over_budget"}
+ABOUT_THE_POINTS_TYPED = {"insufficient_points", "below_minimum", "over_limit", "over_budget"}
 
 KIND_LABELS = {"earn": _l("Earned"), "redeem": _l("Redeemed"), "expire": _l("Expired"), "adjust": _l("Adjustment"),
                "reverse": _l("Reversed: points taken back"), "void": _l("Redemption voided")}
@@ -141,9 +143,8 @@ def _show_refusal(form, exc: ValidationFailed, move: tuple[str, ...] = ()) -> No
     (too few points typed); other refusals above the form (``move``: fields to show above
     the form instead, e.g. "points" when a reward was chosen)."""
     for name, messages in exc.errors.items():
-        shown = bool(name) and name in form and form[name].type != "HiddenField"
-        beside = name not in move and (shown or exc.code not in REFUSALS)
-        add_errors(form, name if beside else "", [str(m) for m in messages])
+        above = name in move or (exc.code in REFUSALS and exc.code not in ABOUT_THE_POINTS_TYPED)
+        add_errors(form, "" if above else name, [str(m) for m in messages])
 
 
 def _keyed_form_errors(form) -> None:
@@ -209,9 +210,12 @@ def redeem(customer_id: uuid.UUID):
     # Any reward of the catalogue is a valid choice: one that ran out since the dialog
     # opened is refused by the ledger with its own message.
     form = RedeemForm(rewards=services.list_rewards(s), locations=locations, locale=locale_code())
+    pnl = panel(s, customer.id, as_of)
     if request.method == "GET":
         form.idempotency_key.data = new_key()
-        form.reward.data = str(rewards[0].id) if rewards else PAY_WITH_POINTS
+        # The first reward the customer has the points for (the others are shown, not offered).
+        affordable = [r for r in rewards if r.points_cost <= pnl.summary.redeemable]
+        form.reward.data = str(affordable[0].id) if affordable else PAY_WITH_POINTS
         here = preselected_location(places, customer)
         form.location.data = here.code if here is not None else ""
     if form.validate_on_submit():
@@ -235,7 +239,8 @@ def redeem(customer_id: uuid.UUID):
     status = 422 if request.method == "POST" else 200
     return render_template("loyalty/card/redeem.html", customer=customer, form=form, rewards=rewards,
                            places=dict(locations), reward_places=form.places_of,
-                           panel=panel(s, customer.id, as_of), action=_here(), back=_back_url(customer),
+                           panel=pnl,
+                           action=_here(), back=_back_url(customer),
                            value_url=url_for("loyalty.points_value", customer_id=customer.id)), status
 
 

@@ -188,13 +188,17 @@ def test_staff_awards_and_redeems_points_on_a_tablet(page, server):
     _fits(page)
     shots("card-after-redeem")
 
-    # A refusal: more than the balance, with the typed values kept.
+    # A reward the customer is short for is shown, not offered; more points than the
+    # balance are refused beside the points, with the typed values kept.
     page.locator(".guest-card").get_by_role("link", name="Redeem points").click()
-    page.locator(".loyalty-choice", has_text="Spa voucher").click()
+    expect(page.locator(".loyalty-choice", has_text="Spa voucher").locator("input")).to_be_disabled()
+    page.locator(".loyalty-choice", has_text="Pay with points").click()
+    page.locator("#points").fill("2000")
     page.fill("#note", "birthday")
     page.get_by_role("button", name="Redeem", exact=True).click()
-    expect(page.locator(".flash-error")).to_contain_text("Not enough points: 244 can be redeemed, 2,000 are needed.")
+    expect(page.locator("#points-errors")).to_contain_text("Not enough points: 244 can be redeemed, 2,000 are needed.")
     expect(page.locator("#note")).to_have_value("birthday")
+    expect(page.locator("#points")).to_have_value("2000")
     shots("redeem-refused")
 
     # The loyalty page: summary and history.
@@ -271,7 +275,8 @@ def test_fuller_panels_fit_the_card(page, server):
     _fits(page)
     shots("owes")
     page.locator(".guest-card").get_by_role("link", name="Redeem points").click()
-    page.locator(".loyalty-choice", has_text="Late check-out").click()
+    expect(page.locator(".loyalty-choice", has_text="Late check-out").locator("input")).to_be_disabled()
+    page.locator("#points").fill("500")  # paying with points is what is left to choose (at least 500)
     page.get_by_role("button", name="Redeem", exact=True).click()
     expect(page.locator(".flash-error").last).to_contain_text("The account owes 150 points")
     shots("owes-redeem-refused")
