@@ -251,7 +251,7 @@ def test_pay_with_points_shows_the_cash_value(client, desk):
     r = client.post(f"/customers/{desk.guest.id}/loyalty/redeem",
                     data={"reward": "points", "points": "250", "idempotency_key": key_from(page)})
     assert r.status_code == 303 and r.headers["Location"].endswith(desk.page)
-    assert "Redeemed 250 points for CN¥2.50." in client.get(desk.page).text
+    assert "Paid CN¥2.50 with 250 points." in client.get(desk.page).text
     [entry] = desk.entries("redeem")
     assert entry.points == -250 and entry.cash_value == Decimal("2.50")
 

@@ -231,9 +231,10 @@ def redeem(customer_id: uuid.UUID):
             if entry.kind != "redeem" or entry.customer_id != customer.id:
                 add_errors(form, "", [_("The form expired. Please submit it again.")])
             else:
-                what = reward.name_for(locale_code()) if reward else money(entry.cash_value)
-                flash(_("Redeemed %(n)s points for %(what)s.", n=number(-entry.points), what=what) + " "
-                      + _balance_message(services.ledger_balance(s, customer.id)), "success")
+                n = number(-entry.points)
+                text = (_("Redeemed %(n)s points for %(what)s.", n=n, what=reward.name_for(locale_code())) if reward
+                        else _("Paid %(amount)s with %(n)s points.", n=n, amount=money(entry.cash_value)))
+                flash(text + " " + _balance_message(services.ledger_balance(s, customer.id)), "success")
                 return remember_tablet_location(_back(customer), form.location.data or "")
     _keyed_form_errors(form)
     status = 422 if request.method == "POST" else 200
