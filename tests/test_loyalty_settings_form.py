@@ -28,10 +28,11 @@ class _Values(HTMLParser):
     """What a browser would submit from the page's loyalty form (ticked boxes only)."""
 
     def __init__(self):
-        super().__init__()
+        super().__init__(convert_charrefs=True)
         self.values: dict[str, str] = {}
         self.fields: set[str] = set()
         self._select: str | None = None
+        self._textarea: str | None = None
         self._in_form = False
 
     def handle_starttag(self, tag, attrs):
@@ -50,10 +51,22 @@ class _Values(HTMLParser):
         elif tag == "select":
             self._select = a.get("name")
             self.fields.add(self._select)
+        elif tag == "textarea" and a.get("name"):
+            self._textarea = a["name"]
+            self.fields.add(self._textarea)
+            self.values[self._textarea] = ""
         elif tag == "option" and self._select and "selected" in a:
             self.values[self._select] = a.get("value")
 
+    def handle_data(self, data):
+        if self._textarea:
+            self.values[self._textarea] += data
+
     def handle_endtag(self, tag):
+        if tag == "textarea":  # a browser drops the newline that opens the text
+            text = self.values[self._textarea]
+            self.values[self._textarea] = text[2:] if text.startswith("\r\n") else text.removeprefix("\n")
+            self._textarea = None
         if tag == "select":
             self._select = None
         if tag == "form":

@@ -145,8 +145,9 @@ class TierRowForm(Form):
                                       render_kw={**_WHOLE_INPUT, "size": 6, "maxlength": 20})
     multiplier = StringField(_l("Points multiplier"), render_kw={**_NUMBER_INPUT, "size": 4, "maxlength": 20})
     discount_percent = StringField(_l("Discount %"), render_kw={**_NUMBER_INPUT, "size": 4, "maxlength": 20})
-    perks_zh = StringField(_l("Perks (Chinese)"), filters=[_strip], render_kw={"maxlength": 500})
-    perks_en = StringField(_l("Perks (English)"), filters=[_strip], render_kw={"maxlength": 500})
+    # Two lines, so that a sentence of perks is read whole in the row (an input cuts it off).
+    perks_zh = TextAreaField(_l("Perks (Chinese)"), filters=[_strip], render_kw={"maxlength": 500, "rows": 2})
+    perks_en = TextAreaField(_l("Perks (English)"), filters=[_strip], render_kw={"maxlength": 500, "rows": 2})
     remove = BooleanField(_l("Remove"))
 
     TEXT = ("code", "name_zh", "name_en", "perks_zh", "perks_en")
