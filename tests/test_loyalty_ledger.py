@@ -126,6 +126,30 @@ def test_birthday_bonus_once_a_year_in_the_birthday_month(books):
     assert earn(s, p, c, kind, "100", on=dt.date(2027, 3, 1), as_of=dt.date(2027, 3, 1))[1].points == 10 + 200
 
 
+def test_a_bonus_refunded_with_its_transaction_comes_with_the_next_one(books):
+    """The birthday bonus and the referral rewards are once only, but a refunded
+    transaction takes back the bonus it carried: the next transaction gives it again
+    (once: a retry of that award gives nothing more)."""
+    s, c, kind, _ = books
+    friend = Customer(name="李娜", birthday=dt.date(1990, 3, 2))
+    s.add(friend)
+    s.flush()
+    services.set_referrer(s, friend, c, None)
+    p = programme(birthday_bonus=200, referral={"referrer_points": 500, "referred_points": 100})
+    first, award = earn(s, p, friend, kind, "100")
+    assert award.points == 10 + 200 + 100 and ledger.account(s, c.id).balance == 500
+    ledger.reverse_transaction(s, p, first, None, "cancelled", DAY)
+    assert (ledger.account(s, friend.id).balance, ledger.account(s, c.id).balance) == (0, 0)
+    second, award = earn(s, p, friend, kind, "100")
+    assert award.points == 10 + 200 + 100 and ledger.account(s, c.id).balance == 500
+    again = ledger.award_for_transaction(s, p, second, friend, "stay", "", "", None, DAY)
+    assert again.points == 0 and again.entries == []
+    assert earn(s, p, friend, kind, "100")[1].points == 10
+    assert services.points_earned_by(s, second) == 310  # the referrer's reward is not the customer's
+    for cid in (c.id, friend.id):
+        check_books(s, cid)
+
+
 def test_referral_rewards_both_on_the_first_transaction_only(books, make_customer):
     s, c, kind, _ = books
     friend = Customer(name="李娜")

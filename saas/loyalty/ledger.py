@@ -363,6 +363,20 @@ class Award:
     tier_code: str
 
 
+def _bonus_keys(s: Session, keys_of) -> tuple | None:
+    """The keys to give a once-only bonus with (``keys_of(1)``, or ``keys_of(2)`` ... once
+    the earlier ones were reversed with their transaction), None while one given stands."""
+    n = 1
+    while True:
+        given = [e for e in (_existing(s, k) for k in keys_of(n)) if e is not None]
+        if not given:
+            return keys_of(n)
+        if any(s.scalar(select(LedgerEntry.id).where(LedgerEntry.reverses_id == e.id, LedgerEntry.kind == "reverse")
+                        ) is None for e in given):
+            return None
+        n += 1
+
+
 def award_for_transaction(s: Session, programme: Programme, tx: Transaction, customer: Customer,
                           kind_code: str, location_code: str, department_code: str,
                           staff_user_id: uuid.UUID | None, as_of: dt.date, fresh: bool = False,
@@ -389,13 +403,16 @@ def award_for_transaction(s: Session, programme: Programme, tx: Transaction, cus
                                    staff_user_id=staff_user_id, idempotency_key=key, reason=reason, detail=detail))
 
     credit(acc, earning.points, f"txn:{tx.id}:earn", "", earning.detail, new=fresh)
+    # A once-only bonus whose transaction was refunded comes again with the next one.
     if programme.birthday_bonus and customer.birthday and customer.birthday.month == on.month:
-        credit(acc, programme.birthday_bonus, f"birthday:{customer.id}:{on.year}", "birthday",
-               {"bonus": programme.birthday_bonus})
+        key = _bonus_keys(s, lambda n: (f"birthday:{customer.id}:{on.year}" + (f":{n}" if n > 1 else ""),))
+        if key is not None:
+            credit(acc, programme.birthday_bonus, key[0], "birthday", {"bonus": programme.birthday_bonus})
     if programme.referrer_points or programme.referred_points:
         ref = referral_of(s, customer.id) if referral is UNREAD else referral
-        keys = (f"referral:{customer.id}:referred", f"referral:{customer.id}:referrer")
-        if ref is not None and all(_existing(s, k) is None for k in keys):
+        keys = None if ref is None else _bonus_keys(s, lambda n: tuple(
+            f"referral:{customer.id}:" + (f"{n}:" if n > 1 else "") + side for side in ("referred", "referrer")))
+        if keys is not None:
             credit(acc, programme.referred_points, keys[0], "referral", {})
             if programme.referrer_points:
                 # A referrer merged since is their survivor, who holds their points now.
