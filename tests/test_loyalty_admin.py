@@ -227,6 +227,20 @@ def test_goodwill_report_per_member_with_totals(client, hotel_staff, write_sessi
     assert re.search(re.escape(staff.name) + r'</td>\s*<td class="num">200</td>', april)
 
 
+def test_goodwill_report_leaves_out_members_deactivated_unless_they_granted_that_month(
+        client, hotel_staff, write_session):
+    from saas.auth import services as auth
+    from saas.auth.models import Membership
+
+    tenant, owner, manager, staff = hotel_staff
+    s = write_session(tenant)
+    auth.set_member_active(s, s.scalar(select(Membership).where(Membership.user_id == staff.id)), False, owner.id)
+    s.commit()
+    _as(client, manager)
+    page = client.get("/loyalty/goodwill?month=2026-03").text
+    assert manager.name in page and staff.name not in page
+
+
 @pytest.mark.parametrize("month", ["2026-13", "March", "9999-12", "2026-03-01"])
 def test_goodwill_report_refuses_a_bad_month_with_a_message(client, hotel_staff, month):
     _tenant, _owner, manager, _staff = hotel_staff
@@ -329,6 +343,7 @@ def test_statement_defaults_to_the_last_twelve_months(client, member, monkeypatc
     ({"start": "2025-06-01", "end": "2025-05-01"}, "The end of the period must not be before its start."),
     ({"start": "2015-01-01", "end": "2025-05-01"}, "A statement covers at most five years."),
     ({"start": "0001-01-01", "end": "0001-02-01"}, "Enter a date such as 2026-03-31."),
+    ({"start": "2020-01-01", "end": "2025-01-04"}, "A statement covers at most five years."),  # 366 × 5 let it by
 ])
 def test_statement_refuses_a_bad_period(client, member, query, field_message):
     _tenant, staff, customer, _exp = member
@@ -338,6 +353,23 @@ def test_statement_refuses_a_bad_period(client, member, query, field_message):
         assert r.status_code == 422, path
         assert field_message in r.text
         assert f'value="{query["start"]}"' in r.text
+
+
+def test_five_years_to_the_day_is_a_statement(client, member):
+    _tenant, staff, customer, _exp = member
+    _as(client, staff)
+    r = client.get(f"/customers/{customer.id}/loyalty/statement", query_string={"start": "2020-01-01",
+                                                                               "end": "2024-12-31"})
+    assert r.status_code == 200
+
+
+def test_a_refused_pdf_period_is_said_in_the_users_language_not_the_pdfs(client, member):
+    _tenant, staff, customer, _exp = member
+    _as(client, staff)
+    client.post("/language", data={"lang": "zh_CN"})
+    r = client.get(f"/customers/{customer.id}/loyalty/statement.pdf",
+                   query_string={"start": "2025-06-01", "end": "2025-02-01", "lang": "en"})
+    assert r.status_code == 422 and "结束日期不能早于开始日期。" in r.text and '<html lang="zh' in r.text
 
 
 def _pdf_pages(pdf: bytes, tmp_path) -> tuple[int, str]:
@@ -542,6 +574,15 @@ def test_a_customer_with_transactions_is_not_recorded_as_referred(client, hotel_
     r = client.post(f"/customers/{regular.id}/loyalty/referrer", data={"referrer_id": str(friend.id)})
     assert r.status_code == 422 and hint in r.text
     assert _count(tenant_session, tenant, Referral) == 0
+
+
+def test_a_nul_in_a_reward_name_is_dropped_not_a_500(client, hotel_staff, tenant_session):
+    _tenant, _owner, manager, _staff = hotel_staff
+    _as(client, manager)
+    r = client.post("/loyalty/rewards/new", data={"code": "tea", "name_zh": "早\x00茶", "name_en": "Tea",
+                                                  "points_cost": "100", "active": "y"})
+    assert r.status_code == 303
+    assert tenant_session(hotel_staff[0]).scalar(select(Reward.name_zh).where(Reward.code == "tea")) == "早茶"
 
 
 def test_search_by_phone_finds_the_referrer(client, hotel_staff, make_customer):

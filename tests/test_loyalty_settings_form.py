@@ -8,6 +8,7 @@ from decimal import Decimal
 from html.parser import HTMLParser
 
 import pytest
+from sqlalchemy import select
 
 from saas.loyalty import services as loyalty
 from saas.settings import services
@@ -300,6 +301,58 @@ def test_the_toml_editor_names_the_tier_of_a_problem(client, owner, tenant_sessi
     assert r.status_code == 422
     assert "Tier 3: the discount is a percentage from 0 to 100." in r.text
     assert section(tenant_session, owner) == before
+
+
+@pytest.mark.parametrize("field, typed, message", [
+    ("point_value", "0,05", "Enter a number, such as 1.25."),       # a decimal comma is not 5
+    ("tiers-1-multiplier", "1,5", "Enter a number, such as 1.25."),
+    ("goodwill_budget", "5000000", "Must be at most 1,000,000."),    # not "at least 0"
+    ("points_per_currency_unit", "0.0000001", "Must be 0 or at least 0.000001."),
+    ("expiry_months", "200000", "Must be at most 1,200."),          # awards could not date the expiry
+])
+def test_numbers_a_ledger_could_not_run_or_that_were_misread_are_refused(client, owner, tenant_session,
+                                                                          field, typed, message):
+    before = section(tenant_session, owner)
+    v = form_values(client.get(URL).text)
+    v[field] = typed
+    r = client.post(URL, data=v)
+    assert r.status_code == 422
+    errors = r.text[r.text.index(f'id="{field}-errors"'):]
+    assert message in errors[:errors.index("</ul>")]
+    assert section(tenant_session, owner) == before
+
+
+def test_grouped_thousands_are_read_and_a_threshold_of_a_trillion_saves_again(client, owner, tenant_session):
+    v = form_values(client.get(URL).text)
+    v.update({"goodwill_budget": "2,500.50", "tiers-3-threshold": "1,000,000,000,000",
+              "tiers-3-retention_threshold": "1000000000000"})
+    assert client.post(URL, data=v).status_code == 303
+    saved = section(tenant_session, owner)
+    assert saved["goodwill_budget"] == "2500.50" and saved["tiers"][3]["threshold"] == 1_000_000_000_000
+    assert client.post(URL, data=form_values(client.get(URL).text)).status_code == 303  # shown, and saved as shown
+
+
+def test_a_tiny_rate_saved_earlier_does_not_break_the_pages(client, owner, tenant_session, write_session):
+    """The preview's sample amount is what earns 100 points: for a rate read before the
+    minimum existed, too big to read; the pages open with the usual sample instead."""
+    from saas.settings.models import ProgrammeSection
+    s = write_session(owner)
+    row = s.scalar(select(ProgrammeSection).where(ProgrammeSection.section == "loyalty"))
+    row.data = {**row.data, "points_per_currency_unit": "0.0000001"}
+    s.commit()
+    for url in (URL, "/settings/programme/loyalty"):
+        r = client.get(url)
+        assert r.status_code == 200 and 'id="loyalty-preview"' in r.text, url
+
+
+def test_at_most_twenty_tiers(client, owner, tenant_session):
+    text = services.programme_section_text(tenant_session(owner), "loyalty")
+    head = text.split("[[loyalty.tiers]]")[0]
+    tiers = "".join(f'\n[[loyalty.tiers]]\ncode = "t{i}"\nname_zh = "级{i}"\nname_en = "T{i}"\nthreshold = {i * 100}\n'
+                    for i in range(21))
+    r = client.post("/settings/programme/loyalty", data={"text": head + tiers})
+    assert r.status_code == 422 and "At most 20 tiers." in r.text
+    assert client.get(URL).status_code == 200
 
 
 def test_a_text_in_a_number_is_named_at_its_field(client, owner):

@@ -41,6 +41,7 @@ class RefLot:
     available_on: dt.date
     expires_on: dt.date
     seq: int
+    expired: int = 0       # what the expiry job took from it (gone from the books already)
 
 
 class Reference:
@@ -112,9 +113,11 @@ class Reference:
             self._settle(day)
 
     def reverse(self, lot, day):
+        """What the lot earned, less what expired of it (whether the job ran before or after)."""
         self.seq += 1
-        self.balance -= lot.points
-        left = self._take(lot.points, dt.date.min, [lot])
+        points = lot.points - lot.expired
+        self.balance -= points
+        left = self._take(points, dt.date.min, [lot])
         left = self._take(left, day, self._order())
         if left:
             self.debts.append([self.seq, left])
@@ -123,6 +126,7 @@ class Reference:
         for lot in self.lots:
             if lot.remaining > 0 and lot.expires_on <= day:
                 self.balance -= lot.remaining
+                lot.expired += lot.remaining
                 lot.remaining = 0
 
     def take_back(self, points, day):

@@ -308,6 +308,21 @@ def test_a_target_for_an_unknown_department_is_refused(client, owner):
     assert "names an unknown department" in r.text
 
 
+@pytest.mark.parametrize("section, old, typo", [
+    ("churn", "at_risk_gap_months", "at_risk_gap_month"),
+    ("surveys", "window_days", "window_day"),
+    ("targets", "target_value", "target_values"),
+])
+def test_a_misspelt_key_of_any_section_is_refused_not_saved_silently(client, owner, section, old, typo):
+    t = textarea(client.get(f"/settings/programme/{section}").text)
+    assert client.post(f"/settings/programme/{section}", data={"text": t}).status_code == 303  # as it stands
+    lines = t.split("\n")
+    at = next(i for i, line in enumerate(lines) if line.startswith(f"{old} ="))
+    lines.insert(at + 1, lines[at].replace(old, typo, 1))
+    r = client.post(f"/settings/programme/{section}", data={"text": "\n".join(lines)})
+    assert r.status_code == 422 and "check its spelling" in r.text and typo in r.text
+
+
 @pytest.mark.parametrize("industry", ["hotel", "dealership", "property", "bank", "other"])
 def test_serializer_round_trips_every_preset(industry):
     preset = presets.load_preset(industry)

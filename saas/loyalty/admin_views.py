@@ -230,9 +230,10 @@ def statement_pdf(customer_id: uuid.UUID):
     locale = lang if lang in ("zh_CN", "en") else locale_code()
     with force_locale(locale):
         context, errors = _statement_context(customer_id, locale)
-        if errors:
-            return render_template("loyalty/admin/statement.html", errors=errors, **context), 422
-        pdf = render_pdf("loyalty/admin/statement_pdf.html", **context)
+        pdf = None if errors else render_pdf("loyalty/admin/statement_pdf.html", **context)
+    if errors:  # a page for the user who asked, in their language (not the PDF's)
+        context, errors = _statement_context(customer_id, locale_code())
+        return render_template("loyalty/admin/statement.html", errors=errors, **context), 422
     st = context["statement"]
     who = re.sub(r"[^A-Za-z0-9_-]+", "-", context["customer"].card_number or "")[:40].strip("-") or "member"
     resp = make_response(pdf)

@@ -40,6 +40,9 @@ FLAT_PER = ("visit", "unit")
 MAX_POINTS = 10_000_000
 # A tier threshold may be spend in the currency (a bank's private-banking tier: millions).
 MAX_THRESHOLD = 1_000_000_000_000
+MAX_DECIMAL = 1_000_000  # rates, multipliers, a point's value, the goodwill budget
+MAX_TIERS = 20
+MAX_EXPIRY_MONTHS = 1200  # a hundred years: beyond, the expiry day is past the calendar's end
 
 
 @dataclass(frozen=True)
@@ -275,9 +278,17 @@ class _Reader:
             d = Decimal(str(value))
         except (InvalidOperation, ValueError):
             d = None
-        if d is None or not d.is_finite() or d < minimum or d > 1_000_000 or isinstance(value, bool):
+        if d is not None and d.is_finite() and d > MAX_DECIMAL and not isinstance(value, bool):
+            self.fail(_l("%(what)s must be at most %(max)s.", what=what, max=f"{MAX_DECIMAL:,}"), at,
+                      _l("Must be at most %(max)s.", max=f"{MAX_DECIMAL:,}"))
+            return default
+        if d is None or not d.is_finite() or d < minimum or isinstance(value, bool):
             self.fail(_l("%(what)s must be a number of at least %(min)s.", what=what, min=minimum), at,
                       _l("Must be a number of at least %(min)s.", min=minimum))
+            return default
+        if d != 0 and d.adjusted() < -6:  # 0.000001 at the least: a smaller rate or value is a typing mistake
+            self.fail(_l("%(what)s must be 0 or at least %(min)s.", what=what, min="0.000001"), at,
+                      _l("Must be 0 or at least %(min)s.", min="0.000001"))
             return default
         return d
 
@@ -365,7 +376,8 @@ class _Reader:
             self.fail(_l("Pending days must be at most %(n)s.", n=366), ("pending_days",),
                       _l("Must be at most %(max)s.", max=366))
         kw["expiry"] = self.choice(d.get("expiry"), _l("Expiry"), EXPIRY_RULES, "months", at=("expiry",))
-        kw["expiry_months"] = self.int(d.get("expiry_months"), _l("Expiry months"), 24, 1, at=("expiry_months",))
+        kw["expiry_months"] = self.int(d.get("expiry_months"), _l("Expiry months"), 24, 1, MAX_EXPIRY_MONTHS,
+                                       at=("expiry_months",))
         kw["tier_measure"] = self.choice(d.get("tier_measure"), _l("Tier measure"), TIER_MEASURES, "points_earned",
                                          at=("tier_measure",))
         kw["evaluation_window"] = self.choice(d.get("evaluation_window"), _l("Evaluation window"),
@@ -376,6 +388,8 @@ class _Reader:
         raw_tiers = self.table_list("tiers", _l("Tiers"))
         if not raw_tiers:
             self.fail(_l("At least one tier is needed."))
+        elif len(raw_tiers) > MAX_TIERS:
+            self.fail(_l("At most %(n)s tiers.", n=MAX_TIERS))
         for i, t in enumerate(raw_tiers, 1):
             what, at = _l("Tier %(n)s", n=i), ("tiers", i - 1)
             code = self.text(t, "code", what, limit=40, at=at)

@@ -176,7 +176,7 @@ def statement(s: Session, customer_id: uuid.UUID, start: dt.date, end: dt.date, 
     """A member statement: opening balance, the period's entries, closing balance."""
     if end < start:
         raise ValidationFailed.one("end", _l("The end of the period must not be before its start."))
-    if (end - start).days > 366 * 5:
+    if end >= ledger.add_months(start, 60):  # five years, both days included
         raise ValidationFailed.one("end", _l("A statement covers at most five years."))
     opening = int(s.scalar(select(func.coalesce(func.sum(LedgerEntry.points), 0)).where(
         LedgerEntry.customer_id == customer_id, LedgerEntry.occurred_on < start)))
@@ -322,7 +322,7 @@ def save_reward(s: Session, data: dict, reward: Reward | None = None) -> Reward:
     errors: dict[str, list] = {}
     values: dict = {}
     for key, limit in (("code", 40), ("name_zh", 120), ("name_en", 120)):
-        v = str(data.get(key) or "").strip()
+        v = str(data.get(key) or "").replace("\x00", "").strip()  # PostgreSQL refuses NUL in text
         if not v:
             errors[key] = [_l("This field is required.")]
         elif len(v) > limit:
@@ -390,12 +390,14 @@ def goodwill_report(s: Session, programme: Programme, month: dt.date) -> list[Bu
     used = dict(s.execute(select(LedgerEntry.staff_user_id, func.sum(LedgerEntry.points)).where(
         LedgerEntry.goodwill.is_(True), LedgerEntry.occurred_on >= start, LedgerEntry.occurred_on < end)
         .group_by(LedgerEntry.staff_user_id)).all())
-    members = s.execute(select(User, Membership.role).join(Membership, Membership.user_id == User.id)
+    members = s.execute(select(User, Membership.role, Membership.active).join(Membership, Membership.user_id == User.id)
                         .order_by(User.name, User.email)).all()
     rows = []
-    for user, role in members:
+    for user, role, active in members:
         pts = int(used.get(user.id) or 0)
-        if pts or Role(role).rank < Role.owner.rank:
+        # Those with a budget: active staff and managers (a member deactivated since shows
+        # only for a month they granted goodwill in).
+        if pts or (active and Role(role).rank < Role.owner.rank):
             rows.append(BudgetRow(user, pts, programme.points_value(pts), programme.goodwill_budget))
     return rows
 

@@ -82,7 +82,7 @@ class ApiKeyForm(FlaskForm):
 
 _NUMBER_INPUT = {"inputmode": "decimal", "autocomplete": "off", "spellcheck": "false"}
 _WHOLE_INPUT = {"inputmode": "numeric", "autocomplete": "off", "spellcheck": "false"}
-_WHOLE_RE = re.compile(r"^-?\d{1,12}$", re.ASCII)
+_WHOLE_RE = re.compile(r"^-?\d{1,13}$", re.ASCII)  # a threshold may be 1,000,000,000,000 (MAX_THRESHOLD)
 _DECIMAL_RE = re.compile(r"^-?(\d{1,12}(\.\d{0,12})?|\.\d{1,12})$", re.ASCII)
 
 EXPIRY_CHOICES = [("months", _l("A number of months after they were earned")),
@@ -96,11 +96,18 @@ TIER_REVIEW_CHOICES = [("anniversary", _l("Yearly, on the tier's anniversary")),
                        ("january", _l("Every 1 January"))]
 
 
+# Commas only as thousands separators (1,000 or 12,500.5): "0,05" (a decimal comma) is not 5.
+_GROUPED_RE = re.compile(r"^-?\d{1,3}(,\d{3})+(\.\d*)?$", re.ASCII)
+
+
 def _number_text(value: str) -> str:
     """Typed number text made plain: full-width digits and signs (Chinese input methods)
-    become ASCII, spaces and thousands separators go."""
-    text = unicodedata.normalize("NFKC", value or "").strip()
-    return re.sub(r"[\s,]", "", text.replace("−", "-"))
+    become ASCII, spaces and thousands separators go ("x" for commas elsewhere, which
+    the number patterns then refuse)."""
+    text = re.sub(r"\s", "", unicodedata.normalize("NFKC", value or "").strip().replace("−", "-"))
+    if "," in text:
+        return text.replace(",", "") if _GROUPED_RE.match(text) else "x"
+    return text
 
 
 def _whole(field, errors: list):

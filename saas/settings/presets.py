@@ -63,16 +63,32 @@ LOYALTY_KEYS = {
 }
 
 
-def _unknown_loyalty_keys(data: dict) -> list:
-    """Problems naming each key of the section that is not a setting."""
-    problems = [_l("Unknown setting %(key)s: check its spelling.", key=k) for k in data if k not in LOYALTY_KEYS[""]]
-    for name, allowed in LOYALTY_KEYS.items():
-        value = data.get(name) if name else None
-        entries = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
-        for entry in entries:
-            if isinstance(entry, dict):
-                problems += [_l("Unknown setting %(key)s: check its spelling.", key=f"{name}.{k}")
-                             for k in entry if k not in allowed]
+SECTION_KEYS = {
+    "loyalty": LOYALTY_KEYS,
+    "churn": {"": {"lost_after_months", "at_risk_gap_months"}},
+    "surveys": {"": {"code", "name_zh", "name_en", "window_days", "satisfied_mark", "questions"},
+                "questions": {"code", "zh", "en", "scale"}},
+    "targets": {"": {"department", "measure", "completion_value", "target_value"}},
+}
+
+
+def _unknown_keys(data, allowed: dict) -> list:
+    """Problems naming each key that is not a setting: ``allowed[""]`` for the keys of the
+    section's table (of each table, for a section that is a list of them), ``allowed[name]``
+    for those of the tables under the key ``name``."""
+    def unknown(key):
+        return _l("Unknown setting %(key)s: check its spelling.", key=key)
+
+    problems = []
+    for table in data if isinstance(data, list) else [data]:
+        if not isinstance(table, dict):
+            continue
+        problems += [unknown(k) for k in table if k not in allowed[""]]
+        for name, keys in allowed.items():
+            value = table.get(name) if name else None
+            entries = value if isinstance(value, list) else [value] if isinstance(value, dict) else []
+            problems += [unknown(f"{name}.{k}") for entry in entries if isinstance(entry, dict)
+                         for k in entry if k not in keys]
     return problems
 
 
@@ -91,7 +107,7 @@ def validate_section(section: str, data, department_codes: set[str], kind_codes:
             errors, programme = list(exc.problems), exc.partial
             if programme is None:
                 return errors
-        errors += _unknown_loyalty_keys(data)
+        errors += _unknown_keys(data, LOYALTY_KEYS)
         for dept in programme.category_multipliers:
             if dept not in department_codes:
                 errors.append(_l("Category multipliers name an unknown department: %(code)s.", code=dept))
@@ -165,4 +181,6 @@ def validate_section(section: str, data, department_codes: set[str], kind_codes:
                 pass
     else:
         errors.append(_l("Unknown section."))
+    if section != "loyalty" and section in SECTION_KEYS:
+        errors += _unknown_keys(data, SECTION_KEYS[section])
     return errors

@@ -197,7 +197,7 @@ def _sample_amount(programme, kind_code: str) -> str:
     """The preview's first amount: ¥1,280 (a hotel night), or where the kind earns less
     than 100 points from it (a bank's 1 point per ¥1,000), what earns 100."""
     rate = programme.rate_for(kind_code, "")
-    if rate <= 0 or 1280 * rate >= 100:
+    if rate <= 0 or 1280 * rate >= 100 or 100 / rate > 100_000_000:  # (at most what the preview reads)
         return "1280"
     return str((100 / rate).quantize(Decimal(1)))
 
