@@ -150,6 +150,20 @@ def test_a_bonus_refunded_with_its_transaction_comes_with_the_next_one(books):
         check_books(s, cid)
 
 
+def test_the_birthday_bonus_a_merged_record_had_this_year_is_not_given_again(books, monkeypatch):
+    s, c, kind, owner = books
+    p = programme(birthday_bonus=200)
+    dup = Customer(name="dup", birthday=dt.date(1980, 3, 25))
+    s.add(dup)
+    s.flush()
+    assert earn(s, p, dup, kind, "100", on=dt.date(2026, 3, 2))[1].points == 210
+    s.commit()
+    _merge_on(monkeypatch, s, c, dup, owner, dt.date(2026, 3, 3))  # the birthday comes over to c
+    assert s.get(Customer, (c.tenant_id, c.id)).birthday == dt.date(1980, 3, 25)
+    assert earn(s, p, c, kind, "100", on=dt.date(2026, 3, 20))[1].points == 10
+    assert earn(s, p, c, kind, "100", on=dt.date(2027, 3, 1), as_of=dt.date(2027, 3, 1))[1].points == 210
+
+
 def test_referral_rewards_both_on_the_first_transaction_only(books, make_customer):
     s, c, kind, _ = books
     friend = Customer(name="李娜")
@@ -760,6 +774,75 @@ def test_a_refund_after_its_points_expired_takes_back_only_what_is_left_whenever
     rev = s.scalar(select(LedgerEntry).where(LedgerEntry.kind == "reverse"))
     assert (rev.points, rev.detail) == ((0, {"expired": 100}) if job_first else (-100, {}))
     assert ledger.qualifying_value(s, p, c.id, dt.date(2025, 3, 11), DAY) == 50
+    check_books(s, c.id)
+
+
+def _merge_on(monkeypatch, s, survivor, duplicate, owner, day):
+    from saas import clock
+
+    monkeypatch.setattr(clock, "today", lambda tz="UTC": day)
+    _merge(s, survivor, duplicate, owner)
+
+
+def test_a_refund_through_a_chain_of_merges_leaves_out_what_expired_on_the_way(books, monkeypatch):
+    """A merged into B, the moved lot expired on B, B merged into C: the refund of A's
+    purchase takes nothing more (the points left the books when they expired)."""
+    s, c, kind, owner = books
+    p = programme(expiry_months=12)
+    a, b = Customer(name="A"), Customer(name="B")
+    s.add_all([a, b])
+    s.flush()
+    tx, _ = earn(s, p, a, kind, "1000", on=dt.date(2025, 3, 10), as_of=dt.date(2025, 3, 10))
+    s.commit()
+    _merge_on(monkeypatch, s, b, a, owner, dt.date(2025, 6, 1))
+    assert ledger.expire_due(s, dt.date(2026, 3, 10)) == 100
+    earn(s, p, b, kind, "500", on=dt.date(2026, 3, 1), as_of=dt.date(2026, 3, 1))
+    s.commit()
+    _merge_on(monkeypatch, s, c, b, owner, DAY)
+    ledger.reverse_transaction(s, p, s.get(Transaction, (c.tenant_id, tx.id)), owner.id, "refund", DAY)
+    s.commit()
+    assert ledger.account(s, c.id).balance == 50
+    for cid in (a.id, b.id, c.id):
+        check_books(s, cid)
+
+
+def test_a_refund_after_a_void_moved_on_by_a_merge_then_expired_takes_nothing_twice(books, monkeypatch):
+    s, c, kind, owner = books
+    p = programme(expiry_months=12)
+    dup = Customer(name="dup")
+    s.add(dup)
+    s.flush()
+    tx, _ = earn(s, p, dup, kind, "2000", on=dt.date(2025, 3, 10), as_of=dt.date(2025, 3, 10))  # 200
+    r = ledger.redeem(s, p, dup, dt.date(2025, 6, 1), points=200)
+    earn(s, p, c, kind, "500", on=dt.date(2026, 3, 1), as_of=dt.date(2026, 3, 1))  # 50
+    s.commit()
+    _merge_on(monkeypatch, s, c, dup, owner, dt.date(2025, 7, 1))
+    ledger.void_redemption(s, p, r, owner.id, "returned", dt.date(2025, 8, 1))  # 200 back, moved on to c
+    assert ledger.expire_due(s, dt.date(2026, 3, 10)) == 200
+    ledger.reverse_transaction(s, p, s.get(Transaction, (c.tenant_id, tx.id)), owner.id, "refund", DAY)
+    s.commit()
+    assert ledger.account(s, c.id).balance == 50  # as without the merge
+    for cid in (dup.id, c.id):
+        check_books(s, cid)
+
+
+@pytest.mark.parametrize("void_first", [False, True], ids=["refund-first", "void-first"])
+def test_a_refund_and_a_void_of_what_its_points_paid_undo_everything_in_either_order(books, void_first):
+    """Points earned, spent, then both undone after the lot's expiry day: nothing is owed,
+    whichever comes first (a refund first once left a debt no expired lot could pay)."""
+    s, c, kind, _ = books
+    p = programme(expiry_months=12)
+    tx, _ = earn(s, p, c, kind, "1000", on=dt.date(2025, 3, 10), as_of=dt.date(2025, 3, 10))  # gone 2026-03-10
+    r = ledger.redeem(s, p, c, dt.date(2025, 6, 1), points=100)
+    if void_first:
+        ledger.void_redemption(s, p, r, None, "returned", DAY)
+        ledger.reverse_transaction(s, p, tx, None, "refund", DAY)
+    else:
+        ledger.reverse_transaction(s, p, tx, None, "refund", dt.date(2026, 1, 5))
+        ledger.void_redemption(s, p, r, None, "returned", DAY)
+    ledger.expire_due(s, DAY)
+    s.commit()
+    assert ledger.account(s, c.id).balance == 0 and ledger.debts(s, c.id) == []
     check_books(s, c.id)
 
 

@@ -49,7 +49,7 @@ class Reference:
 
     def __init__(self):
         self.lots: list[RefLot] = []
-        self.debts: list[list] = []   # [seq, left]
+        self.debts: list[list] = []   # [seq, left, the lot a refund found spent]
         self.balance = 0
         self.earns: list[list] = []   # [day, points, reversed]
         self.tier, self.review_on = -1, None
@@ -110,6 +110,10 @@ class Reference:
             lot.remaining += t
             self.balance += t
         if owed:
+            # A refund's debt is paid first by its own lot, when the void gave it back points.
+            for d in self.debts:
+                if d[1] > 0:
+                    d[1] = self._take(d[1], dt.date.min, [d[2]])
             self._settle(day)
 
     def reverse(self, lot, day):
@@ -120,7 +124,7 @@ class Reference:
         left = self._take(points, dt.date.min, [lot])
         left = self._take(left, day, self._order())
         if left:
-            self.debts.append([self.seq, left])
+            self.debts.append([self.seq, left, lot])
 
     def expire(self, day):
         for lot in self.lots:

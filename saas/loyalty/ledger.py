@@ -405,8 +405,12 @@ def award_for_transaction(s: Session, programme: Programme, tx: Transaction, cus
     credit(acc, earning.points, f"txn:{tx.id}:earn", "", earning.detail, new=fresh)
     # A once-only bonus whose transaction was refunded comes again with the next one.
     if programme.birthday_bonus and customer.birthday and customer.birthday.month == on.month:
-        key = _bonus_keys(s, lambda n: (f"birthday:{customer.id}:{on.year}" + (f":{n}" if n > 1 else ""),))
-        if key is not None:
+        def birthday_keys(cid):
+            return lambda n: (f"birthday:{cid}:{on.year}" + (f":{n}" if n > 1 else ""),)
+        key = _bonus_keys(s, birthday_keys(customer.id))
+        # Once a year for the person: a record merged into this one may have had it this year.
+        merged = s.scalars(select(Customer.id).where(Customer.merged_into_id == customer.id)).all() if key else []
+        if key is not None and all(_bonus_keys(s, birthday_keys(cid)) is not None for cid in merged):
             credit(acc, programme.birthday_bonus, key[0], "birthday", {"bonus": programme.birthday_bonus})
     if programme.referrer_points or programme.referred_points:
         ref = referral_of(s, customer.id) if referral is UNREAD else referral
@@ -438,17 +442,25 @@ def _expired_from(s: Session, lot_ids: set) -> int:
                         .where(LotAllocation.lot_id.in_(lot_ids), LedgerEntry.kind == "expire")))
 
 
-def holder_of(s: Session, lot: LedgerEntry) -> tuple[uuid.UUID, uuid.UUID | None]:
-    """Whose account holds the points of ``lot`` now, and as which lot: a merge moves what
-    is left of each lot to the survivor as a new lot (``transfer_all``), merges one after
-    another again. (The customer, None for the lot when it was empty when it moved.)"""
-    customer_id, lot_id = lot.customer_id, lot.id
-    while (survivor := survivor_of(s, customer_id)) != customer_id:
-        moved = _existing(s, f"merge:{customer_id}:{lot_id}:in")
-        if moved is None:
-            return survivor, None
-        customer_id, lot_id = moved.customer_id, moved.id
-    return customer_id, lot_id
+def lot_trail(s: Session, lot_id: uuid.UUID) -> set:
+    """The lot and every lot made from it since: what a merge (``transfer_all``) or a void
+    after one (``void_redemption``) moved on, as an adjust entry keyed ``...:{lot}:out``
+    taking from it and its twin ``...:{lot}:in``, a lot of the survivor; merges in a chain
+    one after another."""
+    found, todo = set(), [lot_id]
+    while todo:
+        lid = todo.pop()
+        found.add(lid)
+        keys = s.scalars(select(LedgerEntry.idempotency_key)
+                         .join(LotAllocation, LotAllocation.entry_id == LedgerEntry.id)
+                         .where(LotAllocation.lot_id == lid, LotAllocation.points > 0,
+                                LedgerEntry.kind == "adjust")).all()
+        for key in keys:
+            if key and key.startswith(("merge:", "void:")) and key.endswith(f":{lid}:out"):
+                moved = _existing(s, key.removesuffix("out") + "in")
+                if moved is not None and moved.id not in found:
+                    todo.append(moved.id)
+    return found
 
 
 def survivor_of(s: Session, customer_id: uuid.UUID) -> uuid.UUID:
@@ -472,20 +484,23 @@ def reverse_transaction(s: Session, programme: Programme, tx: Transaction, staff
     earned = s.scalars(select(LedgerEntry).where(LedgerEntry.transaction_id == tx.id, LedgerEntry.kind == "earn",
                                                  LedgerEntry.points > 0)
                        .order_by(LedgerEntry.customer_id, LedgerEntry.id)).all()
-    held = {e.id: holder_of(s, e) for e in earned}
+    # Whose account holds each lot's points now (a merge moved them to the survivor) and
+    # which lots they are: the lot itself and those a merge or a void made from it.
+    held = {e.id: (survivor_of(s, e.customer_id), lot_trail(s, e.id)) for e in earned}
     out = []
-    for customer_id in sorted({customer_id for customer_id, _lot in held.values()}):
+    for customer_id in sorted({customer_id for customer_id, _trail in held.values()}):
         acc = lock_account(s, customer_id)
         pool = lots(s, customer_id)
         for e in (e for e in earned if held[e.id][0] == customer_id):
-            # What expired of its lot has left the books already (the expiry job may run
+            # What expired of its lots has left the books already (the expiry job may run
             # before or after the refund: the same books either way).
-            expired = _expired_from(s, {e.id, held[e.id][1]} - {None})
+            trail = held[e.id][1]
+            expired = _expired_from(s, trail)
             points = e.points - expired
             rev = _post(s, acc, "reverse", -points, as_of, transaction_id=tx.id, reverses_id=e.id,
                         staff_user_id=staff_user_id, reason=reason, idempotency_key=f"reverse:{e.id}",
                         detail={"expired": expired} if expired else {})
-            own = [lot for lot in pool if lot.entry.id == held[e.id][1]]
+            own = [lot for lot in pool if lot.entry.id in trail]
             left = _take(s, acc, rev, points, own, dt.date.min)  # its own lot, expired or not
             _take(s, acc, rev, left, pool, as_of)
             out.append(rev)
@@ -495,7 +510,7 @@ def reverse_transaction(s: Session, programme: Programme, tx: Transaction, staff
     s.flush()
     # What it no longer counts towards: the tier it carried (every measure counts the
     # customer's own transactions; points earned count the referrer's reward too).
-    for customer_id in sorted({tx.customer_id} | {customer_id for customer_id, _lot in held.values()}):
+    for customer_id in sorted({tx.customer_id} | {customer_id for customer_id, _trail in held.values()}):
         if account(s, customer_id) is None:
             continue  # never earned anything: no tier to take back
         acc = lock_account(s, customer_id)
@@ -611,6 +626,14 @@ def void_redemption(s: Session, programme: Programme, entry: LedgerEntry, staff_
                   .values(stock=Reward.stock + 1).execution_options(synchronize_session="fetch"))
     s.flush()
     if owed:
+        # A refund that found its lot spent on this redemption owes what the void now puts
+        # back: that lot pays it, expired or not (as when the void comes first).
+        for debit, left in debts(s, acc.customer_id):
+            if debit.kind == "reverse" and debit.reverses_id is not None:
+                trail = lot_trail(s, debit.reverses_id)
+                _take(s, acc, debit, left, [lot for lot in lots(s, acc.customer_id) if lot.entry.id in trail],
+                      dt.date.min)
+        s.flush()
         settle_debts(s, acc, as_of)
         s.flush()
     if survivor != entry.customer_id:
@@ -711,7 +734,7 @@ def _move_lots(s: Session, src: LoyaltyAccount, dst: LoyaltyAccount, key: str, a
                staff_user_id: uuid.UUID | None, reason: str) -> int:
     """Move what is left of each of ``src``'s lots to ``dst`` as a lot with the same pending
     and expiry dates (an adjust entry on each side, keyed ``{key}:{lot}:out`` and ``:in``,
-    which ``holder_of`` follows). Returns the points moved."""
+    which ``lot_trail`` follows). Returns the points moved."""
     moved = 0
     for lot in lots(s, src.customer_id):
         n = lot.remaining
