@@ -846,6 +846,26 @@ def test_a_refund_and_a_void_of_what_its_points_paid_undo_everything_in_either_o
     check_books(s, c.id)
 
 
+def test_a_refund_takes_back_a_tier_the_survivor_took_over_from_the_record_it_carried(books, monkeypatch):
+    s, c, kind, owner = books
+    p = programme()
+    dup = Customer(name="dup")
+    s.add(dup)
+    s.flush()
+    earn(s, p, c, kind, "100")             # 10: member
+    tx, _ = earn(s, p, dup, kind, "12000")  # 1,200: silver on the duplicate
+    s.commit()
+    _merge_on(monkeypatch, s, c, dup, owner, DAY)
+    assert ledger.account(s, c.id).tier_code == "silver"
+    ledger.reverse_transaction(s, p, s.get(Transaction, (c.tenant_id, tx.id)), owner.id, "refund", DAY)
+    s.commit()
+    assert ledger.qualifying_value(s, p, c.id, *p.window(DAY)) == 10
+    assert ledger.account(s, c.id).tier_code == "member"
+    last = s.scalars(select(TierChange).where(TierChange.customer_id == c.id)
+                     .order_by(TierChange.created_at.desc(), TierChange.id.desc())).first()
+    assert (last.kind, last.from_code, last.to_code) == ("undo", "silver", "member")
+
+
 def test_a_void_after_expiry_gives_points_back_to_an_expired_lot_which_expires_again(books):
     s, c, kind, _ = books
     p = programme(expiry_months=12)

@@ -311,15 +311,21 @@ def undo_upgrades(s: Session, programme: Programme, acc: LoyaltyAccount, tx: Tra
     of the upgrade. Where it no longer reaches the upgrade's tier, the account goes back to
     what the upgrade replaced (tier, since, review day), or to the highest tier the value
     still reaches between the two, which stops the walk. A review that has passed stands,
-    and so does everything before it. True when the tier changed."""
-    changes = s.scalars(select(TierChange).where(TierChange.customer_id == acc.customer_id)
+    and so does everything before it. A tier taken over at a merge walks on through the
+    upgrades of the record it came from, back to no lower than the survivor's own tier
+    before the merge. True when the tier changed."""
+    merged = s.scalars(select(Customer.id).where(Customer.merged_into_id == acc.customer_id)).all()
+    changes = s.scalars(select(TierChange).where(TierChange.customer_id.in_([acc.customer_id, *merged]))
                         .order_by(TierChange.created_at.desc(), TierChange.id.desc())).all()
     undone = {c.undoes_id for c in changes if c.kind == "undo"}
     ups = [c for c in changes if c.kind == "upgrade" and c.id not in undone]
+    takeovers = {(c.to_code, c.to_since, c.to_review_on): c for c in changes
+                 if c.kind == "merge" and c.customer_id == acc.customer_id}
     changed = False
     while True:
         current = (acc.tier_code, acc.tier_since, acc.tier_review_on)
-        up = next((c for c in ups if (c.to_code, c.to_since, c.to_review_on) == current), None)
+        up = next((c for c in ups if (c.to_code, c.to_since, c.to_review_on) == current
+                   and (c.customer_id == acc.customer_id or current in takeovers)), None)
         if up is None:
             return changed
         # The current tier is one the programme has: reverse_transaction refreshed it first.
@@ -329,8 +335,13 @@ def undo_upgrades(s: Session, programme: Programme, acc: LoyaltyAccount, tx: Tra
         if value >= programme.tiers[target].threshold:
             return changed
         ups.remove(up)
-        reached = max(floor, programme.qualified_index(value))
         replaced = (floor, up.from_since, up.from_review_on)
+        takeover = takeovers.get(current) if up.customer_id != acc.customer_id else None
+        if takeover is not None and programme.tier_index(takeover.from_code) >= floor:
+            # Back to the survivor's own tier before the merge, unless the record had a higher one.
+            floor = programme.tier_index(takeover.from_code)
+            replaced = (floor, takeover.from_since, takeover.from_review_on)
+        reached = max(floor, programme.qualified_index(value))
         after = (reached, up.to_since, up.to_review_on) if reached > floor else replaced
         _record_change(s, programme, acc.customer_id, "undo", as_of, (target, up.to_since, up.to_review_on), after,
                        transaction_id=tx.id, undoes_id=up.id)
