@@ -573,6 +573,20 @@ def test_a_bad_as_of_is_422(client, hotel, as_of):
     assert list(err["details"]) == ["as_of"]
 
 
+def test_a_tier_won_by_a_transaction_posted_a_day_late_is_kept_as_if_posted_on_time(app, client, hotel):
+    """A PMS posts the stay the day after: the tier dates from the stay, so the review's
+    window holds it, as it does for a stay posted the same day."""
+    _tenant, _owner, key = hotel
+    create(client, key, ref="PMS-2")
+    award(client, key, "12000", occurred_on=TODAY.isoformat())
+    award(client, key, "12000", customer_ref="PMS-2", occurred_on=YESTERDAY)
+    same_day, late = (client.get(f"/api/v1/customers/{ref}/loyalty", headers=auth(key)).get_json()
+                      for ref in ("PMS-1", "PMS-2"))
+    assert same_day["tier"]["code"] == late["tier"]["code"] == "gold"
+    assert late["tier"]["since"] == YESTERDAY and same_day["tier"]["since"] == TODAY.isoformat()
+    assert same_day["retention"]["needed"] == late["retention"]["needed"] == 0
+
+
 def test_a_past_as_of_is_422_with_what_to_send_instead(client, hotel):
     """The figures look ahead from the books as they stand: a past day is not reconstructed
     (it would answer today's balance and a tier since a later day)."""

@@ -233,11 +233,13 @@ class TierState:
 
 
 def tier_state(programme: Programme, code: str, since: dt.date | None, review_on: dt.date | None,
-               value_in_window, as_of: dt.date) -> TierState:
+               value_in_window, as_of: dt.date, upgrade_on: dt.date | None = None) -> TierState:
     """The tier as of ``as_of``, from the stored one: every review due by then keeps the
     tier or lowers it by one level (to what the value still earns, never lower); then an
     upgrade as soon as a higher threshold is met. ``value_in_window(end)`` is the
-    qualifying value in the window ending on ``end``."""
+    qualifying value in the window ending on ``end``. ``upgrade_on``: the day of the
+    transaction that met it, when earlier (a stay posted the day after): the tier dates
+    from then, so that the review's window holds it as it would have the same day."""
     state = TierState(programme.tier_index(code), since, review_on)
     while state.index >= 0 and state.review_on is not None and state.review_on <= as_of:
         day = state.review_on
@@ -255,15 +257,22 @@ def tier_state(programme: Programme, code: str, since: dt.date | None, review_on
     reached = programme.qualified_index(value_in_window(as_of))
     if reached > state.index:
         before = state.now()
-        state.index, state.since, state.review_on = reached, as_of, programme.next_review(as_of)
-        state.changes.append(("upgrade", as_of, before, state.now()))
+        day = as_of
+        # (when the value had reached the tier by then, and not before the tier it replaces
+        # began, unless that is none or the base tier a new account starts with)
+        if (upgrade_on is not None and upgrade_on < as_of and programme.next_review(upgrade_on) > as_of
+                and (state.index <= 0 or state.since is None or state.since <= upgrade_on)
+                and programme.qualified_index(value_in_window(upgrade_on)) >= reached):
+            day = upgrade_on
+        state.index, state.since, state.review_on = reached, day, programme.next_review(day)
+        state.changes.append(("upgrade", day, before, state.now()))
     if state.index < 0:
         state.since = state.review_on = None
     return state
 
 
 def _tier_state(s: Session, programme: Programme, customer_id: uuid.UUID, acc: LoyaltyAccount | None,
-                as_of: dt.date, leave_out: Transaction | None = None) -> TierState:
+                as_of: dt.date, leave_out: Transaction | None = None, upgrade_on: dt.date | None = None) -> TierState:
     def value(end):
         start, _ = programme.window(end)
         v = qualifying_value(s, programme, customer_id, start, end)
@@ -271,8 +280,8 @@ def _tier_state(s: Session, programme: Programme, customer_id: uuid.UUID, acc: L
             v -= {"spend": leave_out.amount, "visits": 1}.get(programme.tier_measure, 0)
         return v
     if acc is None:
-        return tier_state(programme, "", None, None, value, as_of)
-    return tier_state(programme, acc.tier_code, acc.tier_since, acc.tier_review_on, value, as_of)
+        return tier_state(programme, "", None, None, value, as_of, upgrade_on)
+    return tier_state(programme, acc.tier_code, acc.tier_since, acc.tier_review_on, value, as_of, upgrade_on)
 
 
 def _code(programme: Programme, index: int) -> str:
@@ -289,10 +298,11 @@ def _record_change(s: Session, programme: Programme, customer_id: uuid.UUID, kin
 
 
 def refresh_tier(s: Session, programme: Programme, acc: LoyaltyAccount, as_of: dt.date,
-                 leave_out: Transaction | None = None) -> bool:
+                 leave_out: Transaction | None = None, upgrade_on: dt.date | None = None) -> bool:
     """Store the tier as of ``as_of`` on the (locked) account, and each change on the way
-    (``TierChange``); True when it changed. ``leave_out``: a transaction not to count yet."""
-    state = _tier_state(s, programme, acc.customer_id, acc, as_of, leave_out)
+    (``TierChange``); True when it changed. ``leave_out``: a transaction not to count yet;
+    ``upgrade_on``: the day of the transaction an upgrade comes with (``tier_state``)."""
+    state = _tier_state(s, programme, acc.customer_id, acc, as_of, leave_out, upgrade_on)
     code = _code(programme, state.index)
     changed = (code, state.since, state.review_on) != (acc.tier_code, acc.tier_since, acc.tier_review_on)
     if changed:
@@ -436,7 +446,7 @@ def award_for_transaction(s: Session, programme: Programme, tx: Transaction, cus
     s.flush()
     counts = bool(entries) or programme.tier_measure != "points_earned"
     if counts and programme.tier_index(acc.tier_code) < len(programme.tiers) - 1:
-        refresh_tier(s, programme, acc, as_of)  # upgrade as soon as a threshold is met
+        refresh_tier(s, programme, acc, as_of, upgrade_on=tx.occurred_on)  # as soon as a threshold is met
     for e in entries:
         if e.customer_id != customer.id and programme.tier_measure == "points_earned":
             refresh_tier(s, programme, account(s, e.customer_id), as_of)  # the referrer's reward counts too
