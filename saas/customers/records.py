@@ -194,6 +194,13 @@ def merge_customers(s: Session, survivor_id: uuid.UUID, duplicate_id: uuid.UUID,
     Raises NotFound when either id is not a customer of the bound tenant, ValidationFailed
     for a customer merged into itself, or a merged or erased customer.
     """
+    if s.connection().dialect.name == "postgresql":
+        # Both rows locked (in id order) and read afresh before the checks: a merge of either
+        # committed meanwhile is seen (SQLite's write transaction is exclusive already).
+        s.execute(select(Customer.id).where(Customer.id.in_([survivor_id, duplicate_id]))
+                  .order_by(Customer.id).with_for_update(key_share=True))
+        s.execute(select(Customer).where(Customer.id.in_([survivor_id, duplicate_id]))
+                  .execution_options(populate_existing=True)).all()
     survivor, duplicate = check_mergeable(s, survivor_id, duplicate_id)
     moved = {
         "transactions": _move(s, Transaction, survivor, duplicate),

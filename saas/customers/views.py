@@ -235,11 +235,13 @@ def new_transaction(customer_id: uuid.UUID):
     if form.validate_on_submit():
         try:
             tx = services.record_transaction(s, customer, form.values(), current_user.id, as_of)
+            # The visit earns its points in the same database transaction (refused, with
+            # the transaction, for a customer a merge took meanwhile).
+            award = loyalty.award(s, tx, customer, current_user.id, as_of)
         except ValidationFailed as exc:
+            db.session().rollback()
             _apply_errors(form, exc)
         else:
-            # The visit earns its points in the same database transaction.
-            award = loyalty.award(s, tx, customer, current_user.id, as_of)
             flash(_("Transaction of %(amount)s recorded.", amount=money(tx.amount)) + " "
                   + _("Earned %(n)s points; balance %(balance)s.", n=number(award.points),
                       balance=number(award.balance)), "success")

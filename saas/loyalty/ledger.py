@@ -25,7 +25,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from saas.auth.models import Role
 from saas.clock import now_utc
 from saas.customers.models import Customer, Transaction
-from saas.customers.services import refuse_if_merged
+from saas.customers.services import MERGED_MESSAGE, refuse_if_merged
 from saas.db import bound_tenant_id, insert_now, new_id
 from saas.errors import NotFound, ValidationFailed
 from saas.loyalty.models import LOT_KINDS, LedgerEntry, LotAllocation, LoyaltyAccount, Referral, Reward, TierChange
@@ -89,15 +89,20 @@ def ledger_sum(s: Session, customer_id: uuid.UUID) -> int:
 
 # --- writing ----------------------------------------------------------------------------
 
-def lock_account(s: Session, customer_id: uuid.UUID) -> LoyaltyAccount:
+def lock_account(s: Session, customer_id: uuid.UUID, new_business: bool = False) -> LoyaltyAccount:
     """The customer's account, locked for this transaction (created on first use), read
-    afresh (an account loaded before the lock may be stale)."""
+    afresh (an account loaded before the lock may be stale). ``new_business``: refuse
+    (``customer_merged``) a customer merged into another, as it stands once locked: a
+    merge may have committed since the customer was read."""
     params = {"customer_id": customer_id}
     if s.connection().dialect.name == "postgresql":
-        s.execute(_LOCK_CUSTOMER, params)
+        merged_into = s.execute(_LOCK_CUSTOMER, params).scalar()
         acc = s.scalar(_ACCOUNT_FOR_UPDATE, params)
-    else:
+    else:  # inside the write transaction (exclusive): what is read now is how it stands
+        merged_into = s.execute(_MERGED_INTO, params).scalar() if new_business else None
         acc = s.scalar(_ACCOUNT_OF, params)
+    if new_business and merged_into is not None:
+        raise ValidationFailed.one("", MERGED_MESSAGE, code="customer_merged")
     if acc is None:
         acc = LoyaltyAccount(customer_id=customer_id, balance=0, tier_code="")
         s.add(acc)
@@ -115,8 +120,8 @@ _MOVE_BALANCE = update(_ACCOUNT).where(
 _ACCOUNT_OF = select(LoyaltyAccount).where(LoyaltyAccount.customer_id == bindparam("customer_id")).execution_options(
     populate_existing=True)
 _ACCOUNT_FOR_UPDATE = _ACCOUNT_OF.with_for_update()
-_LOCK_CUSTOMER = select(Customer.id).where(Customer.id == bindparam("customer_id")).with_for_update(
-    key_share=True)  # FOR NO KEY UPDATE
+_MERGED_INTO = select(Customer.merged_into_id).where(Customer.id == bindparam("customer_id"))
+_LOCK_CUSTOMER = _MERGED_INTO.with_for_update(key_share=True)  # FOR NO KEY UPDATE
 
 
 def _post(s: Session, acc: LoyaltyAccount, kind: str, points: int, on: dt.date, **fields) -> LedgerEntry:
@@ -408,7 +413,7 @@ def award_for_transaction(s: Session, programme: Programme, tx: Transaction, cus
     credited for it yet (its own key is not looked up; a second call would meet the
     unique key instead). ``referral``: the customer's (``referral_of``), when the caller
     read it before it took the write lock; whether its rewards were given is read here."""
-    acc = lock_account(s, customer.id)
+    acc = lock_account(s, customer.id, new_business=True)
     if not acc.tier_code or (acc.tier_review_on is not None and acc.tier_review_on <= as_of):
         # A review is due (or the account is new): the tier multiplier may change. The tier
         # it earns at is the one before this transaction (which spend and visits count).
@@ -584,7 +589,7 @@ def redeem(s: Session, programme: Programme, customer: Customer, as_of: dt.date,
     if previous is not None:
         return previous
     refuse_if_merged(customer)  # (a replay of what was done before the merge answers above)
-    acc = lock_account(s, customer.id)
+    acc = lock_account(s, customer.id, new_business=True)  # ... and a merge committed since is seen
     previous = _existing(s, idempotency_key)  # again, now that a concurrent twin has committed
     if previous is not None:
         return previous
@@ -630,9 +635,12 @@ def void_redemption(s: Session, programme: Programme, entry: LedgerEntry, staff_
     reason = (reason or "").strip()
     if len(reason) > 255:
         _refuse("reason", _l("At most %(n)s characters.", n=255), "validation_failed")
-    survivor = survivor_of(s, entry.customer_id)
-    accounts = {cid: lock_account(s, cid) for cid in sorted({entry.customer_id, survivor})}
-    acc = accounts[entry.customer_id]
+    acc = lock_account(s, entry.customer_id)
+    # Its survivor as it stands once locked (a merge may have committed meanwhile).
+    survivor = s.execute(_MERGED_INTO, {"customer_id": entry.customer_id}).scalar() or entry.customer_id
+    accounts = {entry.customer_id: acc}
+    if survivor != entry.customer_id:
+        accounts[survivor] = lock_account(s, survivor)
     if _existing(s, f"void:{entry.id}") is not None:
         _refuse("redemption", _l("This redemption was already voided."), "already_voided")
     owed = acc.balance < 0
@@ -730,7 +738,7 @@ def adjust(s: Session, programme: Programme, customer: Customer, as_of: dt.date,
     if previous is not None:
         return previous
     refuse_if_merged(customer)  # (a replay of what was done before the merge answers above)
-    acc = lock_account(s, customer.id)
+    acc = lock_account(s, customer.id, new_business=True)  # ... and a merge committed since is seen
     previous = _existing(s, idempotency_key)  # again, now that a concurrent twin has committed
     if previous is not None:
         return previous
