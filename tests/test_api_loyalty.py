@@ -526,6 +526,7 @@ def test_customer_loyalty_retention_and_next_tier_messages(app, client, hotel):
     assert loyalty["next_tier"] == {"code": "gold", "name_zh": "金卡", "name_en": "Gold", "needed": 850,
                                     "message": "Needs 850 more points to reach Gold"}
     assert loyalty["tier"]["code"] == "member" and loyalty["tier"]["perks"] == ""
+    assert loyalty["retention"] is None  # the base tier is kept with nothing to earn (as on the card)
     # 900 points from a stay 300 days ago: in the window ending today, not in the window
     # of Gold's first review (a year from today).
     award(client, key, "9000", occurred_on=(TODAY - dt.timedelta(days=300)).isoformat())
@@ -585,6 +586,18 @@ def test_a_tier_won_by_a_transaction_posted_a_day_late_is_kept_as_if_posted_on_t
     assert same_day["tier"]["code"] == late["tier"]["code"] == "gold"
     assert late["tier"]["since"] == YESTERDAY and same_day["tier"]["since"] == TODAY.isoformat()
     assert same_day["retention"]["needed"] == late["retention"]["needed"] == 0
+
+
+def test_a_later_as_of_leaves_out_what_will_have_expired_by_then(app, client, hotel):
+    tenant, _owner, key = hotel
+    award(client, key, "1000", occurred_on=TODAY.isoformat())  # 100
+    expires = read(app, tenant, lambda s: s.scalar(select(LedgerEntry.expires_on)))
+    before = client.get(f"/api/v1/customers/PMS-1/loyalty?as_of={expires - dt.timedelta(days=1)}",
+                        headers=auth(key)).get_json()
+    assert (before["balance"], before["redeemable"]) == (100, 100)
+    after = client.get(f"/api/v1/customers/PMS-1/loyalty?as_of={expires}", headers=auth(key)).get_json()
+    assert (after["balance"], after["redeemable"], after["pending"], after["owed"]) == (0, 0, 0, 0)
+    assert balance_of(app, tenant) == 100  # reading wrote nothing
 
 
 def test_a_past_as_of_is_422_with_what_to_send_instead(client, hotel):

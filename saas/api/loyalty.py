@@ -211,7 +211,8 @@ LOYALTY = api.schema("CustomerLoyalty", {
         },
         "retention": {
             "type": ["object", "null"],
-            "description": "What keeps the tier at its next review; null without a tier or review.",
+            "description": "What keeps the tier at its next review; null without a tier or review, or for "
+                           "a tier kept with nothing to earn (the base tier).",
             "required": ["needed", "by", "message"],
             "properties": {
                 "needed": {**MEASURE_VALUE, "description": "How much more, by `by`, keeps the tier (0: kept)."},
@@ -538,8 +539,8 @@ def get_customer_loyalty(ref):
         next_tier = {"code": sm.next_tier.code, "name_zh": sm.next_tier.name_zh, "name_en": sm.next_tier.name_en,
                      "needed": _measure_json(sm.next_needed, measure),
                      "message": next_tier_sentence(measure, sm.next_needed, sm.next_tier.name_for(locale))}
-    retention = None
-    if sm.tier is not None and sm.keep_by is not None:
+    retention = None  # (as on the card: none for a tier kept with nothing to earn, such as the base tier)
+    if sm.tier is not None and sm.keep_by is not None and (sm.keep_needed or sm.tier.retention_threshold):
         retention = {"needed": _measure_json(sm.keep_needed, measure), "by": sm.keep_by.isoformat(),
                      "message": keep_tier_sentence(measure, sm.keep_needed, sm.tier.name_for(locale),
                                                 sm.keep_by)}

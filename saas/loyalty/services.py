@@ -97,7 +97,10 @@ def _balances(s: Session, acc: LoyaltyAccount | None, pool: list,
     redeemable = sum(lot.remaining for lot in valid if lot.redeemable_on(as_of))
     waiting = [lot for lot in valid if not lot.redeemable_on(as_of)]
     pending_from = min((lot.entry.available_on or lot.entry.occurred_on for lot in waiting), default=None)
-    return (acc.balance, max(0, min(redeemable - owed, acc.balance)), sum(lot.remaining for lot in waiting), owed,
+    # The expiry due by as_of applied (the daily job books it): a later day's balance
+    # leaves out what will have expired by then.
+    balance = acc.balance - sum(lot.remaining for lot in pool if lot.remaining > 0 and not lot.valid_on(as_of))
+    return (balance, max(0, min(redeemable - owed, balance)), sum(lot.remaining for lot in waiting), owed,
             pending_from)
 
 
