@@ -621,6 +621,8 @@ def test_merge_moves_lots_with_their_dates_and_debt_and_the_higher_tier(books, h
     assert ledger.account(s, dup.id).balance == 0
     assert ledger.account(s, c.id).balance == total
     assert ledger.account(s, c.id).tier_code == ledger.account(s, dup.id).tier_code == "gold"
+    moves = s.scalars(select(LedgerEntry).where(LedgerEntry.idempotency_key.like("merge:%"))).all()
+    assert moves and {e.staff_user_id for e in moves} == {owner.id}  # who merged
     change = s.scalar(select(TierChange).where(TierChange.customer_id == c.id, TierChange.kind == "merge"))
     dup_acc = ledger.account(s, dup.id)
     assert (change.from_code, change.to_code, change.to_since, change.to_review_on) == \

@@ -247,15 +247,15 @@ def test_merge_hooks_let_other_domains_move_their_rows(hotel, make_customer, wri
     b = make_customer(tenant, name="B")
     calls = []
 
-    def move_points(s, survivor, duplicate):
-        calls.append((survivor.id, duplicate.id))
+    def move_points(s, survivor, duplicate, actor_user_id):
+        calls.append((survivor.id, duplicate.id, actor_user_id))
         return {"points_entries": 3}
 
     monkeypatch.setattr(records, "MERGE_HOOKS", [move_points])
     s = write_session(tenant)
     records.merge_customers(s, a.id, b.id, owner.id)
     s.commit()
-    assert calls == [(a.id, b.id)]
+    assert calls == [(a.id, b.id, owner.id)]
     entry, = _audit(check(tenant), "merge")
     assert entry.details["moved"]["points_entries"] == 3
 

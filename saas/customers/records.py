@@ -49,10 +49,11 @@ CANDIDATE_LIMIT = 20
 OWNED_LIST_LIMIT = 200
 
 # Other domains move their own rows of a duplicate customer to the survivor by appending a
-# hook here at import time: ``hook(s, survivor, duplicate) -> dict[str, int] | None``. The
-# counts it returns ("points_entries": 3, ...) are recorded in the merge's audit entry.
+# hook here at import time: ``hook(s, survivor, duplicate, actor_user_id) -> dict[str, int]
+# | None`` (the actor: who merges, for the rows the hook writes). The counts it returns
+# ("points_entries": 3, ...) are recorded in the merge's audit entry.
 # The loyalty ledger (issue: loyalty) is the first expected user.
-MergeHook = Callable[[Session, Customer, Customer], "dict[str, int] | None"]
+MergeHook = Callable[[Session, Customer, Customer, "uuid.UUID | None"], "dict[str, int] | None"]
 MERGE_HOOKS: list[MergeHook] = []
 
 
@@ -239,7 +240,7 @@ def merge_customers(s: Session, survivor_id: uuid.UUID, duplicate_id: uuid.UUID,
     if redirected:
         moved["merged_records"] = redirected
     for hook in MERGE_HOOKS:
-        counts = hook(s, survivor, duplicate)
+        counts = hook(s, survivor, duplicate, actor_user_id)
         if counts:
             moved.update(counts)
     write_audit(s, actor_user_id, "merge", "customer", survivor.id,

@@ -450,14 +450,15 @@ def review_tiers_job(s: Session, as_of: dt.date) -> str | None:
 
 # --- merges ------------------------------------------------------------------------------------------
 
-def _merge_points(s: Session, survivor: Customer, duplicate: Customer) -> dict[str, int] | None:
+def _merge_points(s: Session, survivor: Customer, duplicate: Customer,
+                  actor_user_id: uuid.UUID | None) -> dict[str, int] | None:
     """Merge hook: the duplicate's points (lots with their dates, or debt) and higher
-    tier go to the survivor."""
+    tier go to the survivor, as entries of the staff member who merges."""
     if ledger.account(s, duplicate.id) is None:
         return None
     tenant = s.get(Tenant, bound_tenant_id(s))
-    moved = ledger.transfer_all(s, programme_of(s), duplicate.id, survivor.id, None, clock.today(tenant.timezone),
-                                "merge")
+    moved = ledger.transfer_all(s, programme_of(s), duplicate.id, survivor.id, actor_user_id,
+                                clock.today(tenant.timezone), "merge")
     return {"points": moved}
 
 
