@@ -120,6 +120,24 @@ def test_a_manager_adds_a_reward(client, hotel_staff, tenant_session):
     assert "Lounge pass" in client.get("/loyalty/rewards").text
 
 
+def test_a_reward_only_at_locations_now_inactive_is_not_shown_as_available(client, hotel_staff, write_session):
+    from saas.settings.models import Location
+
+    tenant, _owner, manager, _staff = hotel_staff
+    s = write_session(tenant)
+    services.save_reward(s, {"code": "lounge", "name_zh": "酒廊", "name_en": "Lounge pass", "points_cost": "100",
+                             "stock": "", "location_codes": ["main"]})
+    s.commit()
+    _as(client, manager)
+    row = lambda text: text[text.index("Lounge pass"):].split("</tr>")[0]  # noqa: E731
+    assert "Available now" in row(client.get("/loyalty/rewards").text)
+    s = write_session(tenant)
+    s.scalar(select(Location).where(Location.code == "main")).active = False
+    s.commit()
+    shown = row(client.get("/loyalty/rewards").text)
+    assert "None of its locations is active" in shown and "Available now" not in shown
+
+
 def test_a_bad_reward_is_refused_field_by_field_keeping_what_was_typed(client, hotel_staff, tenant_session):
     tenant, _owner, manager, _staff = hotel_staff
     before = _count(tenant_session, tenant, Reward)  # the preset's catalogue

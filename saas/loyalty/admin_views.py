@@ -58,8 +58,13 @@ def rewards():
     s = db.session()
     as_of = _today()
     items = services.list_rewards(s)
-    return render_template("loyalty/admin/rewards.html", rewards=items, locations=_locations(s), as_of=as_of,
-                           available={r.id for r in items if ledger.reward_available(r, as_of)})
+    locations = _locations(s)
+    open_at = {code for code, loc in locations.items() if loc.active}
+    # A reward given only at locations that are all inactive now cannot be had anywhere.
+    nowhere = {r.id for r in items if r.location_codes and not open_at & set(r.location_codes)}
+    return render_template("loyalty/admin/rewards.html", rewards=items, locations=locations, as_of=as_of,
+                           nowhere=nowhere,
+                           available={r.id for r in items if ledger.reward_available(r, as_of) and r.id not in nowhere})
 
 
 def _reward_form(s, reward=None, **kwargs) -> RewardForm:
