@@ -25,7 +25,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from saas.auth.models import Role
 from saas.clock import now_utc
 from saas.customers.models import Customer, Transaction
-from saas.customers.services import MERGED_MESSAGE, refuse_if_merged
+from saas.customers.services import MERGED_MESSAGE
 from saas.db import bound_tenant_id, insert_now, new_id
 from saas.errors import NotFound, ValidationFailed
 from saas.loyalty.models import LOT_KINDS, LedgerEntry, LotAllocation, LoyaltyAccount, Referral, Reward, TierChange
@@ -329,8 +329,8 @@ def undo_upgrades(s: Session, programme: Programme, acc: LoyaltyAccount, tx: Tra
     and so does everything before it. A tier taken over at a merge walks on through the
     upgrades of the record it came from, back to no lower than the survivor's own tier
     before the merge. True when the tier changed."""
-    merged = s.scalars(select(Customer.id).where(Customer.merged_into_id == acc.customer_id)).all()
-    changes = s.scalars(select(TierChange).where(TierChange.customer_id.in_([acc.customer_id, *merged]))
+    changes = s.scalars(select(TierChange).where(
+        TierChange.customer_id.in_([acc.customer_id, *merged_into(s, acc.customer_id)]))
                         .order_by(TierChange.created_at.desc(), TierChange.id.desc())).all()
     undone = {c.undoes_id for c in changes if c.kind == "undo"}
     ups = [c for c in changes if c.kind == "upgrade" and c.id not in undone]
@@ -435,8 +435,8 @@ def award_for_transaction(s: Session, programme: Programme, tx: Transaction, cus
             return lambda n: (f"birthday:{cid}:{on.year}" + (f":{n}" if n > 1 else ""),)
         key = _bonus_keys(s, birthday_keys(customer.id))
         # Once a year for the person: a record merged into this one may have had it this year.
-        merged = s.scalars(select(Customer.id).where(Customer.merged_into_id == customer.id)).all() if key else []
-        if key is not None and all(_bonus_keys(s, birthday_keys(cid)) is not None for cid in merged):
+        if key is not None and all(_bonus_keys(s, birthday_keys(cid)) is not None
+                                   for cid in merged_into(s, customer.id)):
             credit(acc, programme.birthday_bonus, key[0], "birthday", {"bonus": programme.birthday_bonus})
     if programme.referrer_points or programme.referred_points:
         ref = referral_of(s, customer.id) if referral is UNREAD else referral
@@ -491,9 +491,14 @@ def lot_trail(s: Session, lot_id: uuid.UUID) -> set:
 
 def survivor_of(s: Session, customer_id: uuid.UUID) -> uuid.UUID:
     """The customer that ``customer_id`` was merged into (the last of a chain: a merge
-    points the customers merged earlier at its survivor), or ``customer_id`` itself."""
-    customer = s.get(Customer, (bound_tenant_id(s), customer_id))
-    return customer.merged_into_id if customer is not None and customer.merged_into_id else customer_id
+    points the customers merged earlier at its survivor), or ``customer_id`` itself; read
+    from the database, not a customer loaded earlier (a merge may have committed since)."""
+    return s.execute(_MERGED_INTO, {"customer_id": customer_id}).scalar() or customer_id
+
+
+def merged_into(s: Session, customer_id: uuid.UUID) -> list[uuid.UUID]:
+    """The customers merged into ``customer_id`` (their ledger entries stay theirs)."""
+    return list(s.scalars(select(Customer.id).where(Customer.merged_into_id == customer_id)))
 
 
 def reverse_transaction(s: Session, programme: Programme, tx: Transaction, staff_user_id: uuid.UUID | None,
@@ -588,8 +593,8 @@ def redeem(s: Session, programme: Programme, customer: Customer, as_of: dt.date,
     previous = _existing(s, idempotency_key)
     if previous is not None:
         return previous
-    refuse_if_merged(customer)  # (a replay of what was done before the merge answers above)
-    acc = lock_account(s, customer.id, new_business=True)  # ... and a merge committed since is seen
+    # A merged customer is refused once locked (a replay of what was done before the merge answered above).
+    acc = lock_account(s, customer.id, new_business=True)
     previous = _existing(s, idempotency_key)  # again, now that a concurrent twin has committed
     if previous is not None:
         return previous
@@ -636,8 +641,7 @@ def void_redemption(s: Session, programme: Programme, entry: LedgerEntry, staff_
     if len(reason) > 255:
         _refuse("reason", _l("At most %(n)s characters.", n=255), "validation_failed")
     acc = lock_account(s, entry.customer_id)
-    # Its survivor as it stands once locked (a merge may have committed meanwhile).
-    survivor = s.execute(_MERGED_INTO, {"customer_id": entry.customer_id}).scalar() or entry.customer_id
+    survivor = survivor_of(s, entry.customer_id)  # as it stands once locked
     accounts = {entry.customer_id: acc}
     if survivor != entry.customer_id:
         accounts[survivor] = lock_account(s, survivor)
@@ -657,11 +661,11 @@ def void_redemption(s: Session, programme: Programme, entry: LedgerEntry, staff_
     if owed:
         # A refund that found its lot spent on this redemption owes what the void now puts
         # back: that lot pays it, expired or not (as when the void comes first).
+        pool = lots(s, acc.customer_id)
         for debit, left in debts(s, acc.customer_id):
             if debit.kind == "reverse" and debit.reverses_id is not None:
                 trail = lot_trail(s, debit.reverses_id)
-                _take(s, acc, debit, left, [lot for lot in lots(s, acc.customer_id) if lot.entry.id in trail],
-                      dt.date.min)
+                _take(s, acc, debit, left, [lot for lot in pool if lot.entry.id in trail], dt.date.min)
         s.flush()
         settle_debts(s, acc, as_of)
         s.flush()
@@ -737,8 +741,8 @@ def adjust(s: Session, programme: Programme, customer: Customer, as_of: dt.date,
     previous = _existing(s, idempotency_key)
     if previous is not None:
         return previous
-    refuse_if_merged(customer)  # (a replay of what was done before the merge answers above)
-    acc = lock_account(s, customer.id, new_business=True)  # ... and a merge committed since is seen
+    # A merged customer is refused once locked (a replay of what was done before the merge answered above).
+    acc = lock_account(s, customer.id, new_business=True)
     previous = _existing(s, idempotency_key)  # again, now that a concurrent twin has committed
     if previous is not None:
         return previous
