@@ -52,6 +52,14 @@ def _tx(s, customer, kind, amount, on=DAY, quantity=1):
     return tx
 
 
+def _another(s, name, **fields) -> Customer:
+    """Another customer of the tenant (a duplicate, a friend), flushed."""
+    c = Customer(name=name, **fields)
+    s.add(c)
+    s.flush()
+    return c
+
+
 def earn(s, prog, customer, kind, amount, on=DAY, as_of=None):
     tx = _tx(s, customer, kind, amount, on)
     return tx, ledger.award_for_transaction(s, prog, tx, customer, "stay", "", "", None, as_of or on)
@@ -131,9 +139,7 @@ def test_a_bonus_refunded_with_its_transaction_comes_with_the_next_one(books):
     transaction takes back the bonus it carried: the next transaction gives it again
     (once: a retry of that award gives nothing more)."""
     s, c, kind, _ = books
-    friend = Customer(name="李娜", birthday=dt.date(1990, 3, 2))
-    s.add(friend)
-    s.flush()
+    friend = _another(s, name="李娜", birthday=dt.date(1990, 3, 2))
     services.set_referrer(s, friend, c, None)
     p = programme(birthday_bonus=200, referral={"referrer_points": 500, "referred_points": 100})
     first, award = earn(s, p, friend, kind, "100")
@@ -153,9 +159,7 @@ def test_a_bonus_refunded_with_its_transaction_comes_with_the_next_one(books):
 def test_the_birthday_bonus_a_merged_record_had_this_year_is_not_given_again(books, monkeypatch):
     s, c, kind, owner = books
     p = programme(birthday_bonus=200)
-    dup = Customer(name="dup", birthday=dt.date(1980, 3, 25))
-    s.add(dup)
-    s.flush()
+    dup = _another(s, name="dup", birthday=dt.date(1980, 3, 25))
     assert earn(s, p, dup, kind, "100", on=dt.date(2026, 3, 2))[1].points == 210
     s.commit()
     _merge_on(monkeypatch, s, c, dup, owner, dt.date(2026, 3, 3))  # the birthday comes over to c
@@ -166,9 +170,7 @@ def test_the_birthday_bonus_a_merged_record_had_this_year_is_not_given_again(boo
 
 def test_referral_rewards_both_on_the_first_transaction_only(books, make_customer):
     s, c, kind, _ = books
-    friend = Customer(name="李娜")
-    s.add(friend)
-    s.flush()
+    friend = _another(s, name="李娜")
     services.set_referrer(s, friend, c, None)
     p = programme(referral={"referrer_points": 500, "referred_points": 200})
     assert earn(s, p, friend, kind, "100")[1].points == 10 + 200
@@ -181,9 +183,7 @@ def test_referral_rewards_both_on_the_first_transaction_only(books, make_custome
 
 def test_a_referrer_whose_reward_reaches_a_threshold_is_upgraded_at_once(books):
     s, c, kind, _ = books
-    friend = Customer(name="李娜")
-    s.add(friend)
-    s.flush()
+    friend = _another(s, name="李娜")
     services.set_referrer(s, friend, c, None)
     p = programme(referral={"referrer_points": 500, "referred_points": 0})
     earn(s, p, c, kind, "6000")      # the referrer: 600 earned, member
@@ -196,9 +196,7 @@ def test_a_referral_is_recorded_only_for_a_customer_without_transactions(books):
     """The rewards come with the referred customer's first transaction: recorded later,
     they would come with any later one (a long-standing customer "referred" at will)."""
     s, c, kind, _ = books
-    friend = Customer(name="李娜")
-    s.add(friend)
-    s.flush()
+    friend = _another(s, name="李娜")
     p = programme(referral={"referrer_points": 500, "referred_points": 200})
     earn(s, p, friend, kind, "100")
     with pytest.raises(ValidationFailed) as refused:
@@ -209,9 +207,7 @@ def test_a_referral_is_recorded_only_for_a_customer_without_transactions(books):
 
 def test_the_reward_of_a_referrer_merged_since_goes_to_the_survivor(books):
     s, c, kind, owner = books
-    dup, friend = Customer(name="王伟 (dup)"), Customer(name="李娜")
-    s.add_all([dup, friend])
-    s.flush()
+    dup, friend = _another(s, name="王伟 (dup)"), _another(s, name="李娜")
     services.set_referrer(s, friend, dup, None)
     s.commit()
     _merge(s, c, dup, owner)
@@ -230,9 +226,7 @@ def test_a_transaction_earns_at_the_tier_held_before_it_new_account_or_not(books
     tiers[1].update(threshold=threshold // 2, retention_threshold=threshold // 2)
     tiers[2].update(threshold=threshold, retention_threshold=threshold)
     p = programme(tier_measure=measure, tiers=tiers)
-    other = Customer(name="other")
-    s.add(other)
-    s.flush()
+    other = _another(s, name="other")
     amount = "60000" if measure == "spend" else "1000"
     if measure == "spend":
         earn(s, p, other, kind, "1")  # already a member
@@ -606,9 +600,7 @@ def test_merge_moves_lots_with_their_dates_and_debt_and_the_higher_tier(books, h
 
     s, c, kind, owner = books
     p = programme()
-    dup = Customer(name="王伟 (dup)")
-    s.add(dup)
-    s.flush()
+    dup = _another(s, name="王伟 (dup)")
     earn(s, p, dup, kind, "60000", on=dt.date(2025, 6, 1), as_of=dt.date(2025, 6, 1))  # gold tier on dup
     tx, _ = earn(s, p, c, kind, "1000")
     ledger.redeem(s, p, c, DAY, points=100)
@@ -642,9 +634,7 @@ def test_a_merge_counts_the_points_both_records_earned_towards_the_tier(books):
     too), though their ledger entries stay the duplicate's."""
     s, c, kind, owner = books
     p = programme()
-    dup = Customer(name="王伟 (dup)")
-    s.add(dup)
-    s.flush()
+    dup = _another(s, name="王伟 (dup)")
     earn(s, p, c, kind, "6000")
     dup_tx, _ = earn(s, p, dup, kind, "6000")
     s.commit()
@@ -677,9 +667,7 @@ def test_a_transaction_refunded_after_its_customer_was_merged_takes_the_points_f
 
     s, c, kind, owner = books
     p = programme()
-    dup = Customer(name="王伟 (dup)")
-    s.add(dup)
-    s.flush()
+    dup = _another(s, name="王伟 (dup)")
     earn(s, p, c, kind, "500")  # 50 of the survivor's own
     tx, award = earn(s, p, dup, kind, "2000")  # 200 on the duplicate
     s.commit()
@@ -716,9 +704,7 @@ def test_points_merged_into_a_customer_who_owes_more_pay_what_they_can_of_the_de
     tx, _ = earn(s, p, c, kind, "3000")
     ledger.redeem(s, p, c, DAY, points=300)
     ledger.reverse_transaction(s, p, tx, None, "refund", DAY)  # c owes 300
-    dup = Customer(name="王伟 (dup)")
-    s.add(dup)
-    s.flush()
+    dup = _another(s, name="王伟 (dup)")
     earn(s, p, dup, kind, "1000")  # 100
     s.commit()
     _merge(s, c, dup, owner)
@@ -731,9 +717,7 @@ def test_points_merged_into_a_customer_who_owes_more_pay_what_they_can_of_the_de
 def test_a_redemption_of_the_duplicate_voided_after_the_merge_gives_the_points_to_the_survivor(books):
     s, c, kind, owner = books
     p = programme()
-    dup = Customer(name="王伟 (dup)")
-    s.add(dup)
-    s.flush()
+    dup = _another(s, name="王伟 (dup)")
     earn(s, p, c, kind, "500")  # 50
     tx, _ = earn(s, p, dup, kind, "2000", on=DAY - dt.timedelta(days=30))  # 200
     r = ledger.redeem(s, p, dup, DAY, points=150)
@@ -791,9 +775,7 @@ def test_a_refund_through_a_chain_of_merges_leaves_out_what_expired_on_the_way(b
     purchase takes nothing more (the points left the books when they expired)."""
     s, c, kind, owner = books
     p = programme(expiry_months=12)
-    a, b = Customer(name="A"), Customer(name="B")
-    s.add_all([a, b])
-    s.flush()
+    a, b = _another(s, name="A"), _another(s, name="B")
     tx, _ = earn(s, p, a, kind, "1000", on=dt.date(2025, 3, 10), as_of=dt.date(2025, 3, 10))
     s.commit()
     _merge_on(monkeypatch, s, b, a, owner, dt.date(2025, 6, 1))
@@ -811,9 +793,7 @@ def test_a_refund_through_a_chain_of_merges_leaves_out_what_expired_on_the_way(b
 def test_a_refund_after_a_void_moved_on_by_a_merge_then_expired_takes_nothing_twice(books, monkeypatch):
     s, c, kind, owner = books
     p = programme(expiry_months=12)
-    dup = Customer(name="dup")
-    s.add(dup)
-    s.flush()
+    dup = _another(s, name="dup")
     tx, _ = earn(s, p, dup, kind, "2000", on=dt.date(2025, 3, 10), as_of=dt.date(2025, 3, 10))  # 200
     r = ledger.redeem(s, p, dup, dt.date(2025, 6, 1), points=200)
     earn(s, p, c, kind, "500", on=dt.date(2026, 3, 1), as_of=dt.date(2026, 3, 1))  # 50
@@ -851,9 +831,7 @@ def test_a_refund_and_a_void_of_what_its_points_paid_undo_everything_in_either_o
 def test_a_refund_takes_back_a_tier_the_survivor_took_over_from_the_record_it_carried(books, monkeypatch):
     s, c, kind, owner = books
     p = programme()
-    dup = Customer(name="dup")
-    s.add(dup)
-    s.flush()
+    dup = _another(s, name="dup")
     earn(s, p, c, kind, "100")             # 10: member
     tx, _ = earn(s, p, dup, kind, "12000")  # 1,200: silver on the duplicate
     s.commit()
